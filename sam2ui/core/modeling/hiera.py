@@ -1,0 +1,217 @@
+"""Hiera: the hierarchical vision transformer trunk of the SAM 2 image encoder.
+
+Tokens are kept as (B, H, W, C) grids. Four stages; between stages the query is max-pooled by
+2x2, the width doubles and the number of heads doubles. Most blocks attend inside windows; a few
+("global" blocks) attend over the whole grid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import HieraConfig
+from .common import MLP
+
+
+def _pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
+    """Max-pool a (B, H, W, C) grid by ``stride``."""
+    x = F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride)
+    return x.permute(0, 2, 3, 1)
+
+
+def _to_windows(x: torch.Tensor, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWin, size, size, C), zero-padding H and W up to multiples of size."""
+    b, h, w, c = x.shape
+    pad_h, pad_w = -h % size, -w % size
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // size, size, wp // size, size, c).transpose(2, 3)
+    return x.reshape(-1, size, size, c), (hp, wp)
+
+
+def _from_windows(
+    windows: torch.Tensor, size: int, padded_hw: tuple[int, int], hw: tuple[int, int]
+) -> torch.Tensor:
+    """Inverse of :func:`_to_windows`, dropping the padding."""
+    hp, wp = padded_hw
+    b = windows.shape[0] // ((hp // size) * (wp // size))
+    x = windows.view(b, hp // size, wp // size, size, size, -1).transpose(2, 3)
+    x = x.reshape(b, hp, wp, -1)
+    h, w = hw
+    if hp > h or wp > w:
+        x = x[:, :h, :w]
+    return x
+
+
+class PatchEmbed(nn.Module):
+    """7x7 stride-4 convolution: (B, 3, H, W) image -> (B, H/4, W/4, C) tokens."""
+
+    def __init__(self, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class MultiScaleAttention(nn.Module):
+    """Multi-head attention on a (B, H, W, C) grid, optionally pooling the queries."""
+
+    def __init__(
+        self, dim: int, dim_out: int, num_heads: int, q_stride: tuple[int, int] | None
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_stride = q_stride
+        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.proj = nn.Linear(dim_out, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        qkv = self.qkv(x).view(b, h * w, 3, self.num_heads, -1)
+        q, k, v = qkv.unbind(2)  # each (B, HW, heads, head_dim)
+        if self.q_stride is not None:
+            q = _pool(q.reshape(b, h, w, -1), self.q_stride)
+            h, w = q.shape[1:3]
+            q = q.reshape(b, h * w, self.num_heads, -1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        )
+        out = out.transpose(1, 2).reshape(b, h, w, -1)
+        return self.proj(out)
+
+
+class MultiScaleBlock(nn.Module):
+    """Pre-norm transformer block; the first block of a stage pools and widens."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        *,
+        q_stride: tuple[int, int] | None = None,
+        window_size: int = 0,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.dim, self.dim_out = dim, dim_out
+        self.window_size = window_size
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_stride)
+        self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
+        self.mlp = MLP(dim_out, int(dim_out * mlp_ratio), dim_out, 2, activation=nn.GELU)
+        if dim != dim_out:
+            self.proj = nn.Linear(dim, dim_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.dim != self.dim_out:
+            shortcut = self.proj(x)
+            if self.q_stride is not None:
+                shortcut = _pool(shortcut, self.q_stride)
+
+        size = self.window_size
+        if size > 0:
+            h, w = x.shape[1:3]
+            x, padded = _to_windows(x, size)
+        x = self.attn(x)
+        if size > 0:
+            if self.q_stride is not None:
+                # The queries were pooled inside each window: windows shrank with them.
+                size //= self.q_stride[0]
+                h, w = shortcut.shape[1:3]
+                padded = (h + (-h % size), w + (-w % size))
+            x = _from_windows(x, size, padded, (h, w))
+
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class Hiera(nn.Module):
+    """The trunk: (B, 3, S, S) image -> four feature maps (B, C_i, S/4/2^i, S/4/2^i), finest first."""
+
+    def __init__(self, cfg: HieraConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        embed_dim, num_heads = cfg.embed_dim, cfg.num_heads
+        self.patch_embed = PatchEmbed(embed_dim)
+        self.pos_embed = nn.Parameter(
+            torch.zeros(1, embed_dim, *cfg.window_pos_embed_bkg_spatial_size)
+        )
+        win0 = cfg.window_spec[0]
+        self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, win0, win0))
+
+        stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
+        pool_blocks = {end + 1 for end in stage_ends[:-1][: cfg.q_pool]}
+        self.stage_ends = stage_ends
+        blocks = []
+        stage = 0
+        dim = embed_dim
+        for i in range(cfg.depth):
+            # A stage's first block pools the grid but still uses the previous stage's window
+            # (it attends before pooling), so the window is chosen before the stage advances.
+            window = 0 if i in cfg.global_att_blocks else cfg.window_spec[stage]
+            dim_out = dim
+            if i - 1 in stage_ends[:-1]:
+                dim_out = int(dim * cfg.dim_mul)
+                num_heads = int(num_heads * cfg.head_mul)
+                stage += 1
+            blocks.append(
+                MultiScaleBlock(
+                    dim,
+                    dim_out,
+                    num_heads,
+                    q_stride=cfg.q_stride if i in pool_blocks else None,
+                    window_size=window,
+                )
+            )
+            dim = dim_out
+        self.blocks = nn.ModuleList(blocks)
+        self._pos_cache: tuple[tuple[object, ...], torch.Tensor] | None = None
+
+    def _pos_embedding(self, h: int, w: int) -> torch.Tensor:
+        """Background embedding resized to (h, w) plus the tiled window embedding: (1, h, w, C).
+
+        It depends only on the weights and the grid size, so it is cached in inference and
+        recomputed when either parameter changes (its version counter moves on load or update).
+        """
+        key = (
+            h,
+            w,
+            self.pos_embed.data_ptr(),
+            self.pos_embed._version,
+            self.pos_embed_window.data_ptr(),
+            self.pos_embed_window._version,
+            self.pos_embed.dtype,
+            self.pos_embed.device,
+        )
+        if (
+            self._pos_cache is not None
+            and self._pos_cache[0] == key
+            and not torch.is_grad_enabled()
+        ):
+            return self._pos_cache[1]
+        pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        win = self.pos_embed_window
+        pos = pos + win.tile(1, 1, h // win.shape[-2], w // win.shape[-1])
+        pos = pos.permute(0, 2, 3, 1)
+        if not torch.is_grad_enabled():
+            self._pos_cache = (key, pos)
+        return pos
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.patch_embed(x)  # (B, H/4, W/4, C)
+        x = x + self._pos_embedding(x.shape[1], x.shape[2])
+        outputs = []
+        ends = set(self.stage_ends)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in ends:
+                outputs.append(x.permute(0, 3, 1, 2))
+        return outputs

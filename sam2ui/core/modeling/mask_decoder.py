@@ -1,0 +1,178 @@
+"""Mask decoder: output tokens + prompt tokens run through the two-way transformer; the mask
+tokens become per-mask hypernetwork weights over an upsampled image embedding."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+class DecoderOutput(NamedTuple):
+    """``masks``: (B, M, 4h, 4w) logits; ``iou_pred``: (B, M); ``sam_tokens``: (B, M or 1, C)
+    mask tokens for the object pointer; ``object_score_logits``: (B, 1)."""
+
+    masks: torch.Tensor
+    iou_pred: torch.Tensor
+    sam_tokens: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
+class MaskDecoder(nn.Module):
+    def __init__(
+        self,
+        transformer_dim: int,
+        transformer: TwoWayTransformer,
+        *,
+        num_multimask_outputs: int = 3,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        use_high_res_features: bool = True,
+        iou_prediction_use_sigmoid: bool = True,
+        pred_obj_scores: bool = True,
+        pred_obj_scores_mlp: bool = True,
+        use_multimask_token_for_obj_ptr: bool = True,
+        dynamic_multimask_via_stability: bool = True,
+        dynamic_multimask_stability_delta: float = 0.05,
+        dynamic_multimask_stability_thresh: float = 0.98,
+    ) -> None:
+        super().__init__()
+        dim = transformer_dim
+        self.transformer = transformer
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, dim)
+        self.pred_obj_scores = pred_obj_scores
+        if pred_obj_scores:
+            self.obj_score_token = nn.Embedding(1, dim)
+        self.use_multimask_token_for_obj_ptr = use_multimask_token_for_obj_ptr
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            # Applied once per image in SAM2Model.forward_image, not per prompt.
+            self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(
+            dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth,
+            sigmoid_output=iou_prediction_use_sigmoid,
+        )  # fmt: skip
+        if pred_obj_scores:
+            self.pred_obj_score_head: nn.Module = (
+                MLP(dim, dim, 1, 3) if pred_obj_scores_mlp else nn.Linear(dim, 1)
+            )
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+        self.stability_delta = dynamic_multimask_stability_delta
+        self.stability_thresh = dynamic_multimask_stability_thresh
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> DecoderOutput:
+        """image_embeddings (B or 1, C, h, w), image_pe (1, C, h, w), sparse (B, N, C), dense
+        (B, C, h, w), high_res_features [(B or 1, C/8, 4h, 4w), (B or 1, C/4, 2h, 2w)].
+
+        An image batch of 1 is shared by every prompt in the batch.
+        """
+        masks, iou_pred, mask_tokens, obj_logits = self._predict(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+            high_res_features,
+        )  # fmt: skip
+        if multimask_output:
+            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        elif self.dynamic_multimask_via_stability and not self.training:
+            masks, iou_pred = self._stable_single_mask(masks, iou_pred)
+        else:
+            masks, iou_pred = masks[:, :1], iou_pred[:, :1]
+        if multimask_output and self.use_multimask_token_for_obj_ptr:
+            sam_tokens = mask_tokens[:, 1:]
+        else:
+            sam_tokens = mask_tokens[:, :1]
+        return DecoderOutput(masks, iou_pred, sam_tokens, obj_logits)
+
+    def _predict(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out_tokens = [self.iou_token.weight, self.mask_tokens.weight]
+        if self.pred_obj_scores:
+            out_tokens.insert(0, self.obj_score_token.weight)
+        first = 1 if self.pred_obj_scores else 0  # index of the IoU token
+        n = sparse.shape[0]
+        tokens = torch.cat((torch.cat(out_tokens).unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
+
+        src = image_embeddings
+        if src.shape[0] != n:
+            src = src.expand(n, -1, -1, -1)
+        src = src + dense
+        pos = image_pe.expand(n, -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src_tokens = self.transformer(src, pos, tokens)
+        iou_token_out = hs[:, first]
+        mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens]
+
+        src = src_tokens.transpose(1, 2).reshape(b, c, h, w)
+        if self.use_high_res_features and high_res_features is not None:
+            deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
+            feat_s0, feat_s1 = high_res_features
+            up = act1(norm1(deconv1(src) + feat_s1))
+            up = act2(deconv2(up) + feat_s0)
+        else:
+            up = self.output_upscaling(src)
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+            dim=1,
+        )  # (B, M, C/8)
+        b, c, h, w = up.shape
+        masks = (hyper_in @ up.view(b, c, h * w)).view(b, -1, h, w)
+        iou_pred = self.iou_prediction_head(iou_token_out)
+        if self.pred_obj_scores:
+            obj_logits = self.pred_obj_score_head(hs[:, 0])
+        else:
+            obj_logits = iou_pred.new_full((iou_pred.shape[0], 1), 10.0)
+        return masks, iou_pred, mask_tokens_out, obj_logits
+
+    def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """IoU between the masks thresholded at +delta and -delta: (B, M, H, W) -> (B, M)."""
+        flat = mask_logits.flatten(-2)
+        inner = (flat > self.stability_delta).sum(-1).float()
+        outer = (flat > -self.stability_delta).sum(-1).float()
+        return torch.where(outer > 0, inner / outer, 1.0)
+
+    def _stable_single_mask(
+        self, masks: torch.Tensor, iou_pred: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the single-mask output where it is stable; else fall back to the best of the
+        three multimask outputs by predicted IoU."""
+        multi_masks, multi_iou = masks[:, 1:], iou_pred[:, 1:]
+        best = multi_iou.argmax(dim=-1)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        best_masks = multi_masks[rows, best].unsqueeze(1)
+        best_iou = multi_iou[rows, best].unsqueeze(1)
+        single_masks, single_iou = masks[:, :1], iou_pred[:, :1]
+        stable = self.stability_scores(single_masks) >= self.stability_thresh  # (B, 1)
+        out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
+        out_iou = torch.where(stable, single_iou, best_iou)
+        return out_masks, out_iou

@@ -1,0 +1,97 @@
+"""Prompt encoder: points and box corners to sparse tokens, a mask to a dense embedding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import LayerNorm2d
+from .position_encoding import PositionEmbeddingRandom
+
+# Point labels the model knows: -1 padding ("not a point"), 0 negative click, 1 positive click,
+# 2 top-left box corner, 3 bottom-right box corner.
+POINT_LABELS = (-1, 0, 1, 2, 3)
+
+
+class PromptEncoder(nn.Module):
+    """Encodes prompts for the mask decoder.
+
+    Coordinates are pixels (x, y) in the model's input frame (``input_image_size``, 1024x1024).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        image_embedding_size: tuple[int, int],
+        input_image_size: tuple[int, int],
+        mask_in_chans: int = 16,
+    ) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.input_image_size = input_image_size
+        self.image_embedding_size = image_embedding_size
+        self.pe_layer = PositionEmbeddingRandom(embed_dim // 2)
+        self.point_embeddings = nn.ModuleList(nn.Embedding(1, embed_dim) for _ in range(4))
+        self.not_a_point_embed = nn.Embedding(1, embed_dim)
+        self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(1, mask_in_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_in_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+        )
+        self.no_mask_embed = nn.Embedding(1, embed_dim)
+
+    def get_dense_pe(self) -> torch.Tensor:
+        """Position encoding of the image embedding grid: (1, C, h, w)."""
+        return self.pe_layer.grid(*self.image_embedding_size)[None]
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
+        """(B, N, 2) coordinates and (B, N) labels -> (B, N (+1 if pad), C) tokens."""
+        coords = coords + 0.5  # the embedding is taken at the pixel centre
+        if pad:
+            # A padding token stands in for the missing box; its coordinates are unused.
+            b = coords.shape[0]
+            coords = torch.cat((coords, coords.new_zeros(b, 1, 2)), dim=1)
+            labels = torch.cat((labels, labels.new_full((b, 1), -1)), dim=1)
+        pe = self.pe_layer.encode_points(coords, self.input_image_size)
+        table = torch.cat(
+            [self.not_a_point_embed.weight] + [e.weight for e in self.point_embeddings], dim=0
+        )  # (5, C), row = label + 1
+        labels = labels.long()
+        pe = torch.where((labels == -1).unsqueeze(-1), torch.zeros_like(pe), pe)
+        return pe + table[labels + 1]
+
+    def embed_mask(self, masks: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 4h, 4w) mask logits -> (B, C, h, w)."""
+        return self.mask_downscaling(masks)
+
+    def forward(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        masks: torch.Tensor | None,
+        *,
+        batch_size: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns sparse (B, N, C) and dense (B, C, h, w) embeddings.
+
+        Box corners are given as points with labels 2 and 3, so the padding token is always
+        appended, as the SAM 2 predictors do.
+        """
+        if points is not None:
+            sparse = self.embed_points(points[0], points[1], pad=True)
+            batch_size = sparse.shape[0]
+        elif masks is not None:
+            batch_size = masks.shape[0]
+        weight = self.no_mask_embed.weight
+        if points is None:
+            sparse = weight.new_empty((batch_size, 0, self.embed_dim))
+        if masks is not None:
+            dense = self.embed_mask(masks)
+        else:
+            h, w = self.image_embedding_size
+            dense = weight.reshape(1, -1, 1, 1).expand(batch_size, -1, h, w)
+        return sparse, dense

@@ -1,0 +1,206 @@
+"""Attention layers and the two-way transformer of the SAM mask decoder."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import MLP
+from .position_encoding import apply_rope, axial_rope_angles
+
+
+class Attention(nn.Module):
+    """Multi-head attention with projections to an optionally reduced internal width.
+
+    q: (B, Nq, embedding_dim); k, v: (B, Nk, kv_in_dim) -> (B, Nq, embedding_dim).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        *,
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        kv_in_dim = kv_in_dim or embedding_dim
+        self.internal_dim = embedding_dim // downsample_rate
+        if self.internal_dim % num_heads:
+            raise ValueError("num_heads must divide the internal width")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
+        self.k_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.v_proj = nn.Linear(kv_in_dim, self.internal_dim)
+        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, -1).transpose(1, 2)  # (B, heads, N, head_dim)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = x.shape
+        return self.out_proj(x.transpose(1, 2).reshape(b, n, self.internal_dim))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q, k, v = (
+            self._heads(self.q_proj(q)),
+            self._heads(self.k_proj(k)),
+            self._heads(self.v_proj(v)),
+        )
+        return self._merge(F.scaled_dot_product_attention(q, k, v))
+
+
+class RoPEAttention(Attention):
+    """Attention with axial 2-D rotary encoding of queries and (all but the last few) keys.
+
+    Queries lie on a square grid; keys are one or more copies of that grid (memory frames)
+    followed by ``num_k_exclude_rope`` object-pointer tokens that get no rotation.
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        *,
+        rope_theta: float = 10000.0,
+        rope_k_repeat: bool = False,
+        feat_sizes: tuple[int, int] = (64, 64),
+        downsample_rate: int = 1,
+        kv_in_dim: int | None = None,
+    ) -> None:
+        super().__init__(
+            embedding_dim, num_heads, downsample_rate=downsample_rate, kv_in_dim=kv_in_dim
+        )
+        self.rope_theta = rope_theta
+        self.rope_k_repeat = rope_k_repeat
+        self._rotations: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._feat_sizes = feat_sizes
+
+    def rotations(self, n: int, device: torch.device) -> torch.Tensor:
+        key = (n, device)
+        if key not in self._rotations:
+            side = math.isqrt(n)
+            if side * side != n:
+                raise ValueError(f"RoPE attention needs a square query grid, got {n} tokens")
+            angles = axial_rope_angles(
+                self.internal_dim // self.num_heads, side, side, self.rope_theta
+            )
+            self._rotations[key] = angles.to(device)
+        return self._rotations[key]
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
+    ) -> torch.Tensor:
+        q, k, v = (
+            self._heads(self.q_proj(q)),
+            self._heads(self.k_proj(k)),
+            self._heads(self.v_proj(v)),
+        )
+        rot = self.rotations(q.shape[-2], q.device)
+        q = apply_rope(q, rot)
+        n_rope = k.shape[-2] - num_k_exclude_rope
+        if n_rope > 0:
+            if n_rope != q.shape[-2] and not self.rope_k_repeat:
+                raise ValueError("keys longer than queries need rope_k_repeat")
+            k_rot = apply_rope(k[:, :, :n_rope], rot)
+            k = torch.cat((k_rot, k[:, :, n_rope:]), dim=2) if num_k_exclude_rope else k_rot
+        return self._merge(F.scaled_dot_product_attention(q, k, v))
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Tokens attend to themselves and to the image; then the image attends to the tokens."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int = 2048,
+        *,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+    ) -> None:
+        super().__init__()
+        self.self_attn = Attention(embedding_dim, num_heads)
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.mlp = MLP(embedding_dim, mlp_dim, embedding_dim, 2, activation=nn.ReLU)
+        self.norm3 = nn.LayerNorm(embedding_dim)
+        self.norm4 = nn.LayerNorm(embedding_dim)
+        self.cross_attn_image_to_token = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.skip_first_layer_pe:
+            # The first layer replaces the tokens by their self-attention (no residual, no PE).
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+
+        k = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    """Prompt tokens and image tokens refine each other through ``depth`` blocks.
+
+    image_embedding, image_pe: (B, C, H, W); point_embedding: (B, N, C).
+    Returns (tokens (B, N, C), image tokens (B, H*W, C)).
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        attention_downsample_rate: int = 2,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(
+                embedding_dim,
+                num_heads,
+                mlp_dim,
+                attention_downsample_rate=attention_downsample_rate,
+                skip_first_layer_pe=(i == 0),
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = Attention(
+            embedding_dim, num_heads, downsample_rate=attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = point_embedding
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, point_embedding, key_pe)
+        attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+        queries = self.norm_final_attn(queries + attn)
+        return queries, keys
