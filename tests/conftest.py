@@ -12,7 +12,7 @@ if importlib.util.find_spec("torchvision") is None:
     sys.path.insert(0, str(Path(__file__).parent / "_stubs"))
 
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,11 @@ def perturbed_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, tor
             value += PERTURBATION_STD * torch.randn(value.shape, generator=gen, dtype=value.dtype)
         out[key] = value
     # The last linear layer of the object-score head (an MLP in every official variant).
-    bias_keys = sorted(k for k in out if k.startswith("sam_mask_decoder.pred_obj_score_head") and k.endswith("bias"))
+    bias_keys = sorted(
+        k
+        for k in out
+        if k.startswith("sam_mask_decoder.pred_obj_score_head") and k.endswith("bias")
+    )
     if bias_keys:
         out[bias_keys[-1]] += OBJECT_SCORE_BIAS
     return out
@@ -86,4 +90,6 @@ def make_meta_checkpoint(variant: str, directory: Path, seed: int = 0) -> Path:
     """Build the perturbed reference weights for ``variant`` and save them under ``directory``."""
     torch.manual_seed(seed)
     model = build_reference_model(variant, seed=seed)
-    return save_meta_checkpoint(model.state_dict(), directory / get_config(variant).checkpoint_filename)
+    return save_meta_checkpoint(
+        model.state_dict(), directory / get_config(variant).checkpoint_filename
+    )

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 __all__ = [
+    "VARIANTS",
     "HieraConfig",
     "SAM2Config",
-    "VARIANTS",
     "get_config",
     "variant_names",
 ]

@@ -22,10 +22,15 @@ Prompt = Any  # numpy array, sequence or torch tensor
 
 def _as_float_tensor(value: Prompt, name: str, device: torch.device) -> torch.Tensor:
     try:
-        tensor = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value)
+        tensor = torch.as_tensor(
+            np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
+        )
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
-    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)):
+    if not (
+        tensor.is_floating_point()
+        or tensor.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)
+    ):
         raise TypeError(f"{name} must be numeric, got dtype {tensor.dtype}")
     tensor = tensor.to(device=device, dtype=torch.float32)
     if not torch.isfinite(tensor).all():
@@ -80,7 +85,9 @@ class SAM2ImagePredictor:
         """
         from .checkpoint import load_sam2
 
-        model = load_sam2(model_id, variant=variant, device=resolve_device(device), dtype=resolve_dtype(dtype))
+        model = load_sam2(
+            model_id, variant=variant, device=resolve_device(device), dtype=resolve_dtype(dtype)
+        )
         return cls(model, **kwargs)
 
     # ------------------------------------------------------------------ state
@@ -175,14 +182,21 @@ class SAM2ImagePredictor:
                 coords = coords[None]
             if coords.ndim != 3 or coords.shape[-1] != 2:
                 raise ValueError(
-                    f"point_coords must have shape (N, 2) or (B, N, 2); got {tuple(np.shape(point_coords))}"
+                    "point_coords must have shape (N, 2) or (B, N, 2); "
+                    f"got {tuple(np.shape(point_coords))}"
                 )
-            labels = torch.as_tensor(np.asarray(point_labels) if not isinstance(point_labels, torch.Tensor) else point_labels)
+            labels = torch.as_tensor(
+                np.asarray(point_labels)
+                if not isinstance(point_labels, torch.Tensor)
+                else point_labels
+            )
             if labels.is_floating_point():
                 if not torch.isfinite(labels).all() or (labels != labels.round()).any():
                     raise ValueError("point_labels must be integers")
             elif labels.dtype == torch.bool:
-                raise TypeError("point_labels must be integers (1 positive, 0 negative), not booleans")
+                raise TypeError(
+                    "point_labels must be integers (1 positive, 0 negative), not booleans"
+                )
             labels = labels.to(device=device, dtype=torch.int32)
             if labels.ndim == 1:
                 labels = labels[None]
@@ -194,7 +208,8 @@ class SAM2ImagePredictor:
             bad = ~torch.isin(labels, torch.tensor(POINT_LABELS, device=device, dtype=torch.int32))
             if bad.any():
                 raise ValueError(
-                    f"point label {int(labels[bad][0])} is not one the model knows: use 1 (positive), "
+                    f"point label {int(labels[bad][0])} is not one the model knows: "
+                    "use 1 (positive), "
                     "0 (negative), -1 (padding), 2/3 (box corners)"
                 )
             coords = self.transform_coords(coords, normalize_coords, hw)
@@ -205,7 +220,9 @@ class SAM2ImagePredictor:
             if b.ndim == 1:
                 b = b[None]
             if b.ndim != 2 or b.shape[-1] != 4:
-                raise ValueError(f"box must have shape (4,) or (B, 4) in XYXY; got {tuple(np.shape(box))}")
+                raise ValueError(
+                    f"box must have shape (4,) or (B, 4) in XYXY; got {tuple(np.shape(box))}"
+                )
             if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
                 raise ValueError("box must be XYXY with x1 >= x0 and y1 >= y0")
             boxes = self.transform_coords(b.reshape(-1, 2, 2), normalize_coords, hw)
@@ -349,7 +366,10 @@ class SAM2ImagePredictor:
                         f"{corners.shape[0]} boxes but {points[0].shape[0]} sets of points: "
                         "give one set of points per box"
                     )
-                points = (torch.cat((corners, points[0]), 1), torch.cat((corner_labels, points[1].to(torch.int32)), 1))
+                points = (
+                    torch.cat((corners, points[0]), 1),
+                    torch.cat((corner_labels, points[1].to(torch.int32)), 1),
+                )
             else:
                 points = (corners, corner_labels)
         idx = img_idx if img_idx >= 0 else len(self._orig_hw) + img_idx
@@ -391,7 +411,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but CUDA is not available")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise RuntimeError("device 'mps' was requested but MPS is not available")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}; use cpu, cuda, mps or auto")

@@ -32,7 +32,9 @@ def _pil_to_array(image: Any) -> np.ndarray:
         return np.asarray(image, dtype=np.float32)
     if mode in ("RGB", "L", "RGBA", "LA"):
         return np.asarray(image)
-    return np.asarray(image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB"))
+    return np.asarray(
+        image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
+    )
 
 
 def image_to_array(image: ImageLike) -> np.ndarray:
@@ -51,13 +53,16 @@ def image_to_array(image: ImageLike) -> np.ndarray:
             "(e.g. tensor.permute(1, 2, 0).cpu().numpy() for a (C, H, W) tensor)"
         )
     else:
-        raise TypeError(f"unsupported image type {type(image).__name__}; use a numpy array or PIL image")
+        raise TypeError(
+            f"unsupported image type {type(image).__name__}; use a numpy array or PIL image"
+        )
 
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
         raise ValueError(
-            f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {tuple(arr.shape)}"
+            "image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); "
+            f"got {tuple(arr.shape)}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"image is empty: shape {tuple(arr.shape)}")
@@ -66,11 +71,15 @@ def image_to_array(image: ImageLike) -> np.ndarray:
         arr = arr[:, :, : channels - 1]
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    if arr.dtype not in (np.uint8, np.uint16, np.bool_) and not np.issubdtype(arr.dtype, np.floating):
+    if arr.dtype not in (np.uint8, np.uint16, np.bool_) and not np.issubdtype(
+        arr.dtype, np.floating
+    ):
         if np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 65535:
             arr = arr.astype(np.uint16)
         else:
-            raise ValueError(f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]")
+            raise ValueError(
+                f"unsupported image dtype {arr.dtype}; use uint8, uint16 or float in [0, 1]"
+            )
     return arr
 
 
@@ -80,7 +89,7 @@ def image_to_tensor(image: ImageLike) -> torch.Tensor:
     uint8 is divided by 255 and uint16 by 65535; float images must already lie in [0, 1].
     """
     arr = image_to_array(image)
-    tensor = torch.from_numpy(np.require(arr, requirements=['C', 'W'])).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1)
     if arr.dtype == np.uint8:
         return tensor.float().div(255)
     if arr.dtype == np.uint16:
@@ -102,7 +111,9 @@ def image_to_tensor(image: ImageLike) -> torch.Tensor:
 def preprocess(images: list[torch.Tensor], size: int) -> torch.Tensor:
     """(3, H_i, W_i) tensors in [0, 1] -> (B, 3, size, size) normalised model input."""
     resized = [
-        F.interpolate(img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        F.interpolate(
+            img[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
         for img in images
     ]
     batch = torch.cat(resized)

@@ -31,7 +31,9 @@ def test_predict_before_set_image_is_a_runtime_error():
 
 
 def test_output_shapes_and_dtypes(predictor):
-    masks, iou, low = predictor.predict(point_coords=np.array([[10, 20]]), point_labels=np.array([1]))
+    masks, iou, low = predictor.predict(
+        point_coords=np.array([[10, 20]]), point_labels=np.array([1])
+    )
     assert masks.shape == (3, 60, 80) and masks.dtype == np.bool_
     assert iou.shape == (3,) and iou.dtype == np.float32
     assert low.shape == (3, 256, 256)
@@ -50,19 +52,51 @@ def test_output_shapes_and_dtypes(predictor):
     [
         (dict(point_coords=np.array([[1.0, 2.0]])), ValueError, "point_labels"),
         (dict(point_labels=np.array([1])), ValueError, "without point_coords"),
-        (dict(point_coords=np.array([[np.nan, 2.0]]), point_labels=np.array([1])), ValueError, "NaN"),
-        (dict(point_coords=np.array([[np.inf, 2.0]]), point_labels=np.array([1])), ValueError, "infinite"),
-        (dict(point_coords=np.array([1.0, 2.0, 3.0]), point_labels=np.array([1])), ValueError, r"\(N, 2\)"),
-        (dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([1, 0])), ValueError, "does not match"),
-        (dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([7])), ValueError, "label 7"),
-        (dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([0.5])), ValueError, "integers"),
-        (dict(point_coords=np.array([["a", "b"]]), point_labels=np.array([1])), TypeError, "numeric"),
+        (
+            dict(point_coords=np.array([[np.nan, 2.0]]), point_labels=np.array([1])),
+            ValueError,
+            "NaN",
+        ),
+        (
+            dict(point_coords=np.array([[np.inf, 2.0]]), point_labels=np.array([1])),
+            ValueError,
+            "infinite",
+        ),
+        (
+            dict(point_coords=np.array([1.0, 2.0, 3.0]), point_labels=np.array([1])),
+            ValueError,
+            r"\(N, 2\)",
+        ),
+        (
+            dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([1, 0])),
+            ValueError,
+            "does not match",
+        ),
+        (
+            dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([7])),
+            ValueError,
+            "label 7",
+        ),
+        (
+            dict(point_coords=np.array([[1.0, 2.0]]), point_labels=np.array([0.5])),
+            ValueError,
+            "integers",
+        ),
+        (
+            dict(point_coords=np.array([["a", "b"]]), point_labels=np.array([1])),
+            TypeError,
+            "numeric",
+        ),
         (dict(box=np.array([50, 10, 20, 40])), ValueError, "x1 >= x0"),
         (dict(box=np.array([10, 50, 20, 40])), ValueError, "y1 >= y0"),
         (dict(box=np.array([1, 2, 3])), ValueError, "XYXY"),
         (dict(mask_input=np.zeros((1, 64, 64))), ValueError, "256"),
         (
-            dict(box=np.array([[0, 0, 5, 5], [1, 1, 6, 6]]), point_coords=np.zeros((3, 1, 2)), point_labels=np.ones((3, 1))),
+            dict(
+                box=np.array([[0, 0, 5, 5], [1, 1, 6, 6]]),
+                point_coords=np.zeros((3, 1, 2)),
+                point_labels=np.ones((3, 1)),
+            ),
             ValueError,
             "one set of points per box",
         ),
@@ -82,9 +116,14 @@ def test_points_outside_the_image_are_legal(predictor):
 
 
 def test_normalized_coordinates_equal_pixel_coordinates(predictor):
-    pix = predictor.predict(point_coords=np.array([[40.0, 15.0]]), point_labels=np.array([1]), return_logits=True)
+    pix = predictor.predict(
+        point_coords=np.array([[40.0, 15.0]]), point_labels=np.array([1]), return_logits=True
+    )
     rel = predictor.predict(
-        point_coords=np.array([[0.5, 0.25]]), point_labels=np.array([1]), normalize_coords=False, return_logits=True
+        point_coords=np.array([[0.5, 0.25]]),
+        point_labels=np.array([1]),
+        normalize_coords=False,
+        return_logits=True,
     )
     np.testing.assert_allclose(rel[0], pix[0], atol=1e-5)
 
@@ -103,7 +142,10 @@ def _palette_image() -> Image.Image:
     [
         (lambda: np.full((40, 50), 200, np.uint8), GREY_200),  # grey
         (lambda: np.full((40, 50, 1), 200, np.uint8), GREY_200),
-        (lambda: np.dstack([np.full((40, 50, 3), 200, np.uint8), np.zeros((40, 50), np.uint8)]), GREY_200),
+        (
+            lambda: np.dstack([np.full((40, 50, 3), 200, np.uint8), np.zeros((40, 50), np.uint8)]),
+            GREY_200,
+        ),
         (lambda: np.full((40, 50, 3), 200 * 257, np.uint16), GREY_200),  # 16-bit
         (lambda: np.full((40, 50, 3), GREY_200, np.float32), GREY_200),
         (lambda: np.ones((40, 50), bool), 1.0),
@@ -164,6 +206,8 @@ def test_bfloat16_switch_keeps_decoder_in_float32():
     assert model.sam_mask_decoder.iou_token.weight.dtype == torch.float32
     pred = SAM2ImagePredictor(model)
     pred.set_image(np.full((30, 40, 3), 90, np.uint8))
-    masks, iou, low = pred.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]), return_logits=True)
+    masks, iou, _ = pred.predict(
+        point_coords=np.array([[5, 5]]), point_labels=np.array([1]), return_logits=True
+    )
     assert masks.dtype == np.float32 and iou.dtype == np.float32
     assert pred.get_image_embedding().dtype == torch.float32

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from sam2ui.core.image_predictor import SAM2ImagePredictor
 from sam2ui.core.checkpoint import load_sam2
+from sam2ui.core.image_predictor import SAM2ImagePredictor
 from tests.reference_models import build_reference_model
 
 LOGIT_TOL = 1e-4
@@ -27,7 +27,9 @@ def predictors(request, meta_checkpoint):
 
     variant = request.param
     path = meta_checkpoint(variant)
-    ref_model = build_reference_model(variant, state_dict=torch.load(path, weights_only=True)["model"])
+    ref_model = build_reference_model(
+        variant, state_dict=torch.load(path, weights_only=True)["model"]
+    )
     ours = SAM2ImagePredictor(load_sam2(path))
     assert ours.model.config.name == variant  # inferred from the checkpoint
     return ReferencePredictor(ref_model), ours
@@ -59,7 +61,9 @@ def _compare(ref_out, our_out):
 PROMPTS = {
     "one_point": dict(point_coords=[[100, 120]], point_labels=[1]),
     "points_with_negatives": dict(
-        point_coords=[[100, 120], [300, 200], [450, 40]], point_labels=[1, 0, 1], multimask_output=False
+        point_coords=[[100, 120], [300, 200], [450, 40]],
+        point_labels=[1, 0, 1],
+        multimask_output=False,
     ),
     "box": dict(box=[40, 50, 300, 280], multimask_output=False),
     "several_boxes": dict(box=[[40, 50, 300, 280], [10, 10, 100, 100], [200, 30, 500, 320]]),
@@ -94,8 +98,12 @@ def test_prompt_parity(both_set, prompt):
 
 def test_box_points_and_mask_input(both_set):
     ref, ours = both_set
-    first = ref.predict(point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False)
-    ours_first = ours.predict(point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False)
+    first = ref.predict(
+        point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False
+    )
+    ours_first = ours.predict(
+        point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False
+    )
     np.testing.assert_allclose(ours_first[2], first[2], atol=LOGIT_TOL, rtol=0)
     kwargs = dict(
         point_coords=np.array([[100, 120], [150, 90]]),
@@ -120,13 +128,20 @@ def test_batch_of_images_of_different_sizes(predictors, image):
     ref.set_image_batch(images)
     ours.set_image_batch(images)
     np.testing.assert_allclose(
-        ours.get_image_embedding().numpy(), ref.get_image_embedding().numpy(), atol=LOGIT_TOL, rtol=0
+        ours.get_image_embedding().numpy(),
+        ref.get_image_embedding().numpy(),
+        atol=LOGIT_TOL,
+        rtol=0,
     )
     points = [np.array([[100, 120]]), np.array([[20, 30], [100, 100]]), np.array([[200, 400]])]
     labels = [np.array([1]), np.array([1, 0]), np.array([1])]
     boxes = [None, None, np.array([10, 20, 300, 500])]
-    ref_out = ref.predict_batch(points, labels, box_batch=boxes, multimask_output=True, return_logits=True)
-    our_out = ours.predict_batch(points, labels, box_batch=boxes, multimask_output=True, return_logits=True)
+    ref_out = ref.predict_batch(
+        points, labels, box_batch=boxes, multimask_output=True, return_logits=True
+    )
+    our_out = ours.predict_batch(
+        points, labels, box_batch=boxes, multimask_output=True, return_logits=True
+    )
     for ref_list, our_list in zip(ref_out, our_out):
         for a, b in zip(ref_list, our_list):
             assert a.shape == b.shape
@@ -136,7 +151,9 @@ def test_batch_of_images_of_different_sizes(predictors, image):
 
 def test_mask_threshold_and_outputs_consistent(both_set):
     _, ours = both_set
-    logits, iou, low = ours.predict(point_coords=np.array([[100, 120]]), point_labels=np.array([1]), return_logits=True)
+    logits, iou, low = ours.predict(
+        point_coords=np.array([[100, 120]]), point_labels=np.array([1]), return_logits=True
+    )
     masks, iou2, _ = ours.predict(point_coords=np.array([[100, 120]]), point_labels=np.array([1]))
     np.testing.assert_array_equal(masks, logits > 0)
     np.testing.assert_array_equal(iou, iou2)

@@ -134,7 +134,7 @@ class MultiScaleBlock(nn.Module):
 
 
 class Hiera(nn.Module):
-    """The trunk: (B, 3, S, S) image -> four feature maps (B, C_i, S/4/2^i, S/4/2^i), finest first."""
+    """The trunk: (B, 3, S, S) image -> four maps (B, C_i, S/4/2^i, S/4/2^i), finest first."""
 
     def __init__(self, cfg: HieraConfig) -> None:
         super().__init__()

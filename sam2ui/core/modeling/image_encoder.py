@@ -44,7 +44,7 @@ class FpnNeck(nn.Module):
         self.fpn_top_down_levels = tuple(fpn_top_down_levels)
 
     def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``xs``: trunk stages finest first. Returns (features, position encodings), finest first."""
+        """``xs``: trunk stages, finest first -> (features, position encodings), finest first."""
         n = len(xs) - 1
         out: list[torch.Tensor] = [xs[0]] * len(xs)
         prev: torch.Tensor | None = None
@@ -62,7 +62,7 @@ class FpnNeck(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """(B, 3, S, S) normalised image -> :class:`BackboneOutput` (coarsest ``scalp`` levels dropped)."""
+    """(B, 3, S, S) normalised image -> :class:`BackboneOutput` minus the ``scalp`` coarsest."""
 
     def __init__(self, trunk: Hiera, neck: FpnNeck, scalp: int = 1) -> None:
         super().__init__()

@@ -60,6 +60,8 @@ class PositionEmbeddingSine(nn.Module):
 class PositionEmbeddingRandom(nn.Module):
     """Random Fourier features of normalised (x, y) coordinates, as in SAM's prompt encoder."""
 
+    positional_encoding_gaussian_matrix: torch.Tensor
+
     def __init__(self, num_pos_feats: int = 64) -> None:
         super().__init__()
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn((2, num_pos_feats)))

@@ -44,10 +44,22 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: tuple[tuple[object, ...], torch.Tensor] | None = None
 
     def get_dense_pe(self) -> torch.Tensor:
-        """Position encoding of the image embedding grid: (1, C, h, w)."""
-        return self.pe_layer.grid(*self.image_embedding_size)[None]
+        """Position encoding of the image embedding grid: (1, C, h, w).
+
+        Every prompt needs it and it depends only on a buffer, so inference reuses it until
+        the buffer changes (loading weights bumps its version counter).
+        """
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.data_ptr(), matrix._version, matrix.device, matrix.dtype)
+        if self._dense_pe is not None and self._dense_pe[0] == key:
+            return self._dense_pe[1]
+        pe = self.pe_layer.grid(*self.image_embedding_size)[None]
+        if not torch.is_grad_enabled():
+            self._dense_pe = (key, pe)
+        return pe
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         """(B, N, 2) coordinates and (B, N) labels -> (B, N (+1 if pad), C) tokens."""
@@ -58,9 +70,9 @@ class PromptEncoder(nn.Module):
             coords = torch.cat((coords, coords.new_zeros(b, 1, 2)), dim=1)
             labels = torch.cat((labels, labels.new_full((b, 1), -1)), dim=1)
         pe = self.pe_layer.encode_points(coords, self.input_image_size)
-        table = torch.cat(
-            [self.not_a_point_embed.weight] + [e.weight for e in self.point_embeddings], dim=0
-        )  # (5, C), row = label + 1
+        rows = [self.not_a_point_embed.weight]
+        rows += [emb.weight for emb in self.point_embeddings if isinstance(emb, nn.Embedding)]
+        table = torch.cat(rows, dim=0)  # (5, C), row = label + 1
         labels = labels.long()
         pe = torch.where((labels == -1).unsqueeze(-1), torch.zeros_like(pe), pe)
         return pe + table[labels + 1]

@@ -1,0 +1,1 @@
+"""The Gradio app (not written yet); only this package imports gradio."""

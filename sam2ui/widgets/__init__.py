@@ -1,0 +1,1 @@
+"""Notebook widgets (not written yet); only this package imports ipywidgets and anywidget."""
