@@ -1,10 +1,17 @@
 """Parity of SAM2ImagePredictor with the reference's, same random weights, float32.
 
-Tolerance: 1e-4 on logits. Both sides run the same float32 operations in the same order except
-for a few re-associated element-wise steps (e.g. how point embeddings are gathered), so the
-differences are a few float32 ulps of values of order 1-10 (measured ~5e-7); 1e-4 leaves margin
-for other CPUs' kernels while still catching any real numerical difference, which shows up at
-1e-2 or more. Masks (thresholded at 0) must be identical.
+Two kernel settings are checked (sam2ui.core.modeling.common.set_onednn_linear):
+
+- "exact" (oneDNN linear off): sam2ui performs the reference's float32 operations with the
+  same kernels; only a few element-wise steps are re-associated. Logits agree to 1e-5 (measured
+  ~5e-7) and thresholded masks are identical at every pixel.
+- "fast" (the default, oneDNN linear layers on the CPU): the linear layers accumulate in another
+  order, so the image embedding differs by float32 rounding (measured ~1e-5 on values up to
+  ~8) and mask logits by ~1e-6. Logits must agree to 1e-4. A pixel whose reference logit lies
+  within that tolerance of the threshold is genuinely undecided and may flip; every other pixel
+  must be identical, and flips must stay below one pixel in 10,000.
+
+Any real numerical difference (a wrong constant, a missing term) shows up at 1e-2 or more.
 """
 
 from __future__ import annotations
@@ -15,22 +22,41 @@ import torch
 
 from sam2ui.core.checkpoint import load_sam2
 from sam2ui.core.image_predictor import SAM2ImagePredictor
+from sam2ui.core.modeling.common import set_onednn_linear
 from tests.reference_models import build_reference_model
 
-LOGIT_TOL = 1e-4
-VARIANTS = ["sam2.1-hiera-tiny", "sam2-hiera-small"]
+TOLERANCE = {"exact": 1e-5, "fast": 1e-4}
+CASES = [
+    ("sam2.1-hiera-tiny", "exact"),
+    ("sam2.1-hiera-tiny", "fast"),
+    ("sam2-hiera-small", "fast"),
+]
 
 
-@pytest.fixture(scope="module", params=VARIANTS)
-def predictors(request, meta_checkpoint):
+@pytest.fixture(scope="module", params=CASES, ids=[f"{v}-{m}" for v, m in CASES])
+def case(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def kernel_mode(case):
+    """Every test runs (and its module fixtures were built) under its case's kernel setting."""
+    previous = set_onednn_linear(case[1] == "fast")
+    yield case[1]
+    set_onednn_linear(previous)
+
+
+@pytest.fixture(scope="module")
+def predictors(case, meta_checkpoint):
     from sam2.sam2_image_predictor import SAM2ImagePredictor as ReferencePredictor
 
-    variant = request.param
+    variant, mode = case
+    previous = set_onednn_linear(mode == "fast")
     path = meta_checkpoint(variant)
-    ref_model = build_reference_model(
-        variant, state_dict=torch.load(path, weights_only=True)["model"]
-    )
+    state = torch.load(path, weights_only=True)["model"]
+    ref_model = build_reference_model(variant, state_dict=state)
     ours = SAM2ImagePredictor(load_sam2(path))
+    set_onednn_linear(previous)
     assert ours.model.config.name == variant  # inferred from the checkpoint
     return ReferencePredictor(ref_model), ours
 
@@ -45,17 +71,30 @@ def image():
 
 
 @pytest.fixture(scope="module")
-def both_set(predictors, image):
+def both_set(predictors, image, case):
     ref, ours = predictors
+    previous = set_onednn_linear(case[1] == "fast")
     ref.set_image(image)
     ours.set_image(image)
+    set_onednn_linear(previous)
     return ref, ours
 
 
-def _compare(ref_out, our_out):
+def _compare(ref_out, our_out, tol):
     for name, a, b in zip(("masks", "iou", "low_res"), ref_out, our_out):
         assert a.shape == b.shape, name
-        np.testing.assert_allclose(b, a, atol=LOGIT_TOL, rtol=0, err_msg=name)
+        np.testing.assert_allclose(b, a, atol=tol, rtol=0, err_msg=name)
+
+
+def _assert_masks_match(ours, ref_logits, tol, mode):
+    """Identical masks; in "fast" mode pixels within ``tol`` of the threshold may differ."""
+    ref_masks = ref_logits > 0
+    if mode == "exact":
+        np.testing.assert_array_equal(ours, ref_masks)
+        return
+    differ = ours != ref_masks
+    assert not (differ & (np.abs(ref_logits) > tol)).any()
+    assert differ.mean() < 1e-4
 
 
 PROMPTS = {
@@ -72,39 +111,43 @@ PROMPTS = {
 }
 
 
-def test_image_embedding_matches(both_set):
+def test_image_embedding_matches(both_set, kernel_mode):
     ref, ours = both_set
     a, b = ref.get_image_embedding(), ours.get_image_embedding()
     assert a.shape == b.shape == (1, 256, 64, 64)
-    assert (a - b).abs().max().item() < LOGIT_TOL
+    # The embedding's values reach ~8: relative agreement of a few float32 ulps.
+    assert (a - b).abs().max().item() < 10 * TOLERANCE[kernel_mode]
     assert a.std().item() > 0.1  # not trivially constant
 
 
 @pytest.mark.parametrize("prompt", list(PROMPTS))
-def test_prompt_parity(both_set, prompt):
+def test_prompt_parity(both_set, prompt, kernel_mode):
     ref, ours = both_set
+    tol = TOLERANCE[kernel_mode]
     kwargs = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in PROMPTS[prompt].items()}
     ref_logits = ref.predict(**kwargs, return_logits=True)
     our_logits = ours.predict(**kwargs, return_logits=True)
-    _compare(ref_logits, our_logits)
+    _compare(ref_logits, our_logits, tol)
     ref_masks = ref.predict(**kwargs)[0].astype(bool)
+    np.testing.assert_array_equal(ref_masks, ref_logits[0] > 0)
     our_masks = ours.predict(**kwargs)[0]
     assert our_masks.dtype == np.bool_
-    np.testing.assert_array_equal(our_masks, ref_masks)
+    _assert_masks_match(our_masks, ref_logits[0], tol, kernel_mode)
     # Not trivially empty or full: random weights still give structured masks here.
     frac = our_masks.mean()
     assert 0.01 < frac < 0.99, frac
 
 
-def test_box_points_and_mask_input(both_set):
+def test_box_points_and_mask_input(both_set, kernel_mode):
     ref, ours = both_set
+    tol = TOLERANCE[kernel_mode]
     first = ref.predict(
         point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False
     )
     ours_first = ours.predict(
         point_coords=np.array([[100, 120]]), point_labels=np.array([1]), multimask_output=False
     )
-    np.testing.assert_allclose(ours_first[2], first[2], atol=LOGIT_TOL, rtol=0)
+    np.testing.assert_allclose(ours_first[2], first[2], atol=tol, rtol=0)
     kwargs = dict(
         point_coords=np.array([[100, 120], [150, 90]]),
         point_labels=np.array([1, 0]),
@@ -114,14 +157,15 @@ def test_box_points_and_mask_input(both_set):
     )
     ref_out = ref.predict(**kwargs, return_logits=True)
     our_out = ours.predict(**kwargs, return_logits=True)
-    _compare(ref_out, our_out)
+    _compare(ref_out, our_out, tol)
     # The mask prompt matters: without it the logits differ.
     no_mask = ours.predict(**{**kwargs, "mask_input": None}, return_logits=True)
     assert np.abs(no_mask[0] - our_out[0]).max() > 1e-2
 
 
-def test_batch_of_images_of_different_sizes(predictors, image):
+def test_batch_of_images_of_different_sizes(predictors, image, kernel_mode):
     ref, ours = predictors
+    tol = TOLERANCE[kernel_mode]
     small = image[:200, :150]
     tall = np.ascontiguousarray(np.transpose(image, (1, 0, 2)))
     images = [image, small, tall]
@@ -130,7 +174,7 @@ def test_batch_of_images_of_different_sizes(predictors, image):
     np.testing.assert_allclose(
         ours.get_image_embedding().numpy(),
         ref.get_image_embedding().numpy(),
-        atol=LOGIT_TOL,
+        atol=10 * tol,
         rtol=0,
     )
     points = [np.array([[100, 120]]), np.array([[20, 30], [100, 100]]), np.array([[200, 400]])]
@@ -145,7 +189,7 @@ def test_batch_of_images_of_different_sizes(predictors, image):
     for ref_list, our_list in zip(ref_out, our_out):
         for a, b in zip(ref_list, our_list):
             assert a.shape == b.shape
-            np.testing.assert_allclose(b, a, atol=LOGIT_TOL, rtol=0)
+            np.testing.assert_allclose(b, a, atol=tol, rtol=0)
     assert [m.shape[-2:] for m in our_out[0]] == [img.shape[:2] for img in images]
 
 

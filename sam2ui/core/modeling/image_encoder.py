@@ -43,8 +43,8 @@ class FpnNeck(nn.Module):
             self.convs.append(lateral)
         self.fpn_top_down_levels = tuple(fpn_top_down_levels)
 
-    def forward(self, xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``xs``: trunk stages, finest first -> (features, position encodings), finest first."""
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``xs``: trunk stages, finest first -> d_model feature maps, finest first."""
         n = len(xs) - 1
         out: list[torch.Tensor] = [xs[0]] * len(xs)
         prev: torch.Tensor | None = None
@@ -57,8 +57,7 @@ class FpnNeck(nn.Module):
             else:
                 prev = lateral
             out[level] = prev
-        pos = [self.position_encoding(x) for x in out]
-        return out, pos
+        return out
 
 
 class ImageEncoder(nn.Module):
@@ -71,9 +70,10 @@ class ImageEncoder(nn.Module):
         self.scalp = scalp
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        features, pos = self.neck(self.trunk(images))
+        features = self.neck(self.trunk(images))
         if self.scalp > 0:
-            features, pos = features[: -self.scalp], pos[: -self.scalp]
+            features = features[: -self.scalp]
+        pos = [self.neck.position_encoding(f) for f in features]  # float32 views of a cache
         return BackboneOutput(
             vision_features=features[-1], vision_pos_enc=pos, backbone_fpn=features
         )

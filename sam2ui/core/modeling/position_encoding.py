@@ -53,8 +53,10 @@ class PositionEmbeddingSine(nn.Module):
         return self._cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float32 encoding for the map ``x``: a broadcast view of the cache,
+        float32 whatever x's dtype (callers cast where they need to)."""
         pos = self.encoding(x.shape[-2], x.shape[-1], x.device)
-        return pos[None].expand(x.shape[0], -1, -1, -1).to(x.dtype)
+        return pos[None].expand(x.shape[0], -1, -1, -1)
 
 
 class PositionEmbeddingRandom(nn.Module):

@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import SAM2Config
-from .common import MLP
+from .common import MLP, Linear
 from .hiera import Hiera
 from .image_encoder import BackboneOutput, FpnNeck, ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
@@ -32,6 +33,12 @@ class ImageFeatures(NamedTuple):
 
     image_embed: torch.Tensor
     high_res_feats: list[torch.Tensor]
+
+
+def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``conv`` in x's dtype (the cast of its small weights is a no-op in float32)."""
+    bias = conv.bias.to(x.dtype) if conv.bias is not None else None
+    return F.conv2d(x, conv.weight.to(x.dtype), bias)
 
 
 class SAM2Model(nn.Module):
@@ -77,9 +84,9 @@ class SAM2Model(nn.Module):
         )
         self.obj_ptr_proj: nn.Module = nn.Identity()
         if c.use_obj_ptrs_in_encoder:
-            self.obj_ptr_proj = MLP(d, d, d, 3) if c.use_mlp_for_obj_ptr_proj else nn.Linear(d, d)
+            self.obj_ptr_proj = MLP(d, d, d, 3) if c.use_mlp_for_obj_ptr_proj else Linear(d, d)
         self.obj_ptr_tpos_proj: nn.Module = (
-            nn.Linear(d, mem) if c.proj_tpos_enc_in_obj_ptrs else nn.Identity()
+            Linear(d, mem) if c.proj_tpos_enc_in_obj_ptrs else nn.Identity()
         )
         self._compute_dtype = torch.float32
 
@@ -112,12 +119,16 @@ class SAM2Model(nn.Module):
         """(B, 3, S, S) normalised images -> backbone output, high-res levels projected for
         the decoder (conv_s0 / conv_s1), everything float32."""
         out = self.image_encoder(images.to(self._compute_dtype))
-        fpn = [f.float() for f in out.backbone_fpn]
-        pos = [p.float() for p in out.vision_pos_enc]
+        fpn = list(out.backbone_fpn)
         if self.config.use_high_res_features_in_sam:
-            fpn[0] = self.sam_mask_decoder.conv_s0(fpn[0])
-            fpn[1] = self.sam_mask_decoder.conv_s1(fpn[1])
-        return BackboneOutput(vision_features=fpn[-1], vision_pos_enc=pos, backbone_fpn=fpn)
+            # The 1x1 projections run in the encoder's dtype, before the cast to float32: the
+            # projected maps are 8x and 4x narrower than their inputs, so the cast is cheaper.
+            fpn[0] = _conv1x1(self.sam_mask_decoder.conv_s0, fpn[0])
+            fpn[1] = _conv1x1(self.sam_mask_decoder.conv_s1, fpn[1])
+        fpn = [f.float() for f in fpn]
+        return BackboneOutput(
+            vision_features=fpn[-1], vision_pos_enc=out.vision_pos_enc, backbone_fpn=fpn
+        )
 
     def image_features(self, images: torch.Tensor) -> ImageFeatures:
         """Features for prompting a still image (no memory): see :class:`ImageFeatures`."""

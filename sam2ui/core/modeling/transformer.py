@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, Linear
 from .position_encoding import apply_rope, axial_rope_angles
 
 
@@ -32,10 +32,10 @@ class Attention(nn.Module):
         if self.internal_dim % num_heads:
             raise ValueError("num_heads must divide the internal width")
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
-        self.k_proj = nn.Linear(kv_in_dim, self.internal_dim)
-        self.v_proj = nn.Linear(kv_in_dim, self.internal_dim)
-        self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.q_proj = Linear(embedding_dim, self.internal_dim)
+        self.k_proj = Linear(kv_in_dim, self.internal_dim)
+        self.v_proj = Linear(kv_in_dim, self.internal_dim)
+        self.out_proj = Linear(self.internal_dim, embedding_dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
