@@ -12,26 +12,31 @@ XYXY internally and XYWH in the returned records.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from copy import deepcopy
-from itertools import product
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from sam2ui.core.masks import (
-    RLE,
+from sam2ui.core.amg_utils import (
+    MaskRecords,
     batched_mask_to_box,
     batched_nms,
     box_area,
     box_xyxy_to_xywh,
+    build_all_layer_point_grids,
     calculate_stability_score,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    uncrop_boxes_xyxy,
+    uncrop_masks,
+    uncrop_points,
+)
+from sam2ui.core.masks import (
+    RLE,
     masks_to_rle,
     remove_small_regions,
     rle_area,
@@ -39,17 +44,7 @@ from sam2ui.core.masks import (
     rle_to_mask,
 )
 
-__all__ = [
-    "MaskRecords",
-    "SAM2AutomaticMaskGenerator",
-    "build_all_layer_point_grids",
-    "build_point_grid",
-    "generate_crop_boxes",
-    "is_box_near_crop_edge",
-    "uncrop_boxes_xyxy",
-    "uncrop_masks",
-    "uncrop_points",
-]
+__all__ = ["SAM2AutomaticMaskGenerator"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -80,163 +75,10 @@ class PromptPredictor(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
-# ---------------------------------------------------------------------------------------------
-# Batched per-mask records
-# ---------------------------------------------------------------------------------------------
-
-Column = torch.Tensor | np.ndarray | list[Any]
-
-
-class MaskRecords:
-    """Named columns of per-mask data (tensors, arrays or lists) sharing their first axis."""
-
-    def __init__(self, **columns: Column) -> None:
-        self._cols: dict[str, Column] = {}
-        for name, col in columns.items():
-            self[name] = col
-
-    def __setitem__(self, name: str, col: Column) -> None:
-        if not isinstance(col, (torch.Tensor, np.ndarray, list)):
-            raise TypeError(f"column {name!r} must be a tensor, array or list, not {type(col)}")
-        self._cols[name] = col
-
-    def __getitem__(self, name: str) -> Any:
-        return self._cols[name]
-
-    def __delitem__(self, name: str) -> None:
-        del self._cols[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._cols
-
-    def __len__(self) -> int:
-        return len(next(iter(self._cols.values()))) if self._cols else 0
-
-    def keys(self) -> list[str]:
-        return list(self._cols)
-
-    def filter(self, keep: torch.Tensor) -> None:
-        """Keep the rows selected by a bool mask or, in that order, by int64 indices."""
-        keep_np = keep.detach().cpu().numpy()
-        for name, col in self._cols.items():
-            if isinstance(col, torch.Tensor):
-                self._cols[name] = col[keep.to(col.device)]
-            elif isinstance(col, np.ndarray):
-                self._cols[name] = col[keep_np]
-            else:
-                rows = np.flatnonzero(keep_np) if keep_np.dtype == bool else keep_np
-                self._cols[name] = [col[i] for i in rows]
-
-    def cat(self, other: MaskRecords) -> None:
-        """Append the rows of ``other`` (columns missing here are copied over)."""
-        for name, col in other._cols.items():
-            mine = self._cols.get(name)
-            if mine is None:
-                self._cols[name] = deepcopy(col)
-            elif isinstance(mine, torch.Tensor) and isinstance(col, torch.Tensor):
-                self._cols[name] = torch.cat([mine, col.to(mine.device)])
-            elif isinstance(mine, np.ndarray) and isinstance(col, np.ndarray):
-                self._cols[name] = np.concatenate([mine, col])
-            elif isinstance(mine, list) and isinstance(col, list):
-                self._cols[name] = mine + deepcopy(col)
-            else:
-                raise TypeError(f"column {name!r}: cannot append {type(col)} to {type(mine)}")
-
-    def to_numpy(self) -> None:
-        """Tensors become float32 numpy arrays on the CPU (as the reference's records)."""
-        for name, col in self._cols.items():
-            if isinstance(col, torch.Tensor):
-                self._cols[name] = col.float().detach().cpu().numpy()
-
-
 def _batches(batch_size: int, *columns: Any) -> Iterator[list[Any]]:
     n = len(columns[0])
     for i in range(0, n, batch_size):
         yield [c[i : i + batch_size] for c in columns]
-
-
-# ---------------------------------------------------------------------------------------------
-# Point grids and crops
-# ---------------------------------------------------------------------------------------------
-
-
-def build_point_grid(n_per_side: int) -> np.ndarray:
-    """``(n*n, 2)`` float64 (x, y) points at cell centres of an n x n grid over [0, 1]^2.
-
-    x varies fastest.
-    """
-    half_cell = 1 / (2 * n_per_side)
-    centres = np.linspace(half_cell, 1 - half_cell, n_per_side)
-    xs, ys = np.meshgrid(centres, centres)
-    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
-
-
-def build_all_layer_point_grids(
-    n_per_side: int, n_layers: int, scale_per_layer: int
-) -> list[np.ndarray]:
-    """Grids for crop layers 0..n_layers; layer i has ``int(n / scale**i)`` points a side."""
-    return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
-
-
-def generate_crop_boxes(
-    im_size: tuple[int, int], n_layers: int, overlap_ratio: float
-) -> tuple[list[list[int]], list[int]]:
-    """XYXY crop boxes (ints) and their layer index: the whole image, then layer i >= 1 as a
-    2**i x 2**i grid of overlapping crops. ``im_size`` is (H, W)."""
-    im_h, im_w = im_size
-    short_side = min(im_h, im_w)
-    boxes, layers = [[0, 0, im_w, im_h]], [0]
-    for layer in range(1, n_layers + 1):
-        per_side = 2**layer
-        overlap = int(overlap_ratio * short_side * (2 / per_side))
-        crop_w = math.ceil((overlap * (per_side - 1) + im_w) / per_side)
-        crop_h = math.ceil((overlap * (per_side - 1) + im_h) / per_side)
-        x0s = [int((crop_w - overlap) * i) for i in range(per_side)]
-        y0s = [int((crop_h - overlap) * i) for i in range(per_side)]
-        for x0, y0 in product(x0s, y0s):
-            boxes.append([x0, y0, min(x0 + crop_w, im_w), min(y0 + crop_h, im_h)])
-            layers.append(layer)
-    return boxes, layers
-
-
-def uncrop_boxes_xyxy(boxes: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
-    """Boxes ``(..., 4)`` from crop pixels to image pixels."""
-    x0, y0 = crop_box[:2]
-    return boxes + torch.tensor([x0, y0, x0, y0], device=boxes.device)
-
-
-def uncrop_points(points: torch.Tensor, crop_box: Sequence[int]) -> torch.Tensor:
-    """Points ``(..., 2)`` (x, y) from crop pixels to image pixels."""
-    x0, y0 = crop_box[:2]
-    return points + torch.tensor([x0, y0], device=points.device)
-
-
-def uncrop_masks(
-    masks: torch.Tensor, crop_box: Sequence[int], orig_h: int, orig_w: int
-) -> torch.Tensor:
-    """Masks ``(..., h, w)`` of a crop, zero-padded to ``(..., orig_h, orig_w)``."""
-    x0, y0, x1, y1 = crop_box
-    if (x0, y0, x1, y1) == (0, 0, orig_w, orig_h):
-        return masks
-    return F.pad(masks, (x0, orig_w - x1, y0, orig_h - y1), value=0)
-
-
-def is_box_near_crop_edge(
-    boxes: torch.Tensor, crop_box: Sequence[int], orig_box: Sequence[int], atol: float = 20.0
-) -> torch.Tensor:
-    """Bool ``(N,)``: an XYXY box (crop pixels) lies within ``atol`` of a crop side that is
-    not also a side of the original image."""
-    crop = torch.as_tensor(crop_box, dtype=torch.float, device=boxes.device)
-    orig = torch.as_tensor(orig_box, dtype=torch.float, device=boxes.device)
-    boxes = uncrop_boxes_xyxy(boxes, crop_box).float()
-    near_crop = (boxes - crop).abs() <= atol
-    near_image = (boxes - orig).abs() <= atol
-    return (near_crop & ~near_image).any(dim=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Generator
-# ---------------------------------------------------------------------------------------------
 
 
 class SAM2AutomaticMaskGenerator:

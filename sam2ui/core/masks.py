@@ -1,11 +1,10 @@
 """Mask utilities of the engine: COCO run-length encoding, connected components, hole and
-sprinkle removal, boxes and non-maximum suppression, stability score.
+sprinkle removal, small-region clean-up.
 
-Conventions: masks are ``(..., H, W)`` with the image row (y) first; boxes are XYXY in pixel
-units with the right/bottom edge *inclusive* for boxes derived from masks (as the reference
-does); RLE counts run over the mask in column-major (Fortran) order and always start with a
-run of zeros, as pycocotools does. Everything here is pure torch/numpy: no compiled extension,
-no OpenCV, no pycocotools.
+Conventions: masks are ``(..., H, W)`` with the image row (y) first; RLE counts run over the
+mask in column-major (Fortran) order and always start with a run of zeros, as pycocotools
+does. Everything here is pure torch/numpy: no compiled extension, no OpenCV, no pycocotools.
+The automatic mask generator's boxes, NMS and stability score live in ``amg_utils``.
 """
 
 from __future__ import annotations
@@ -18,11 +17,6 @@ import torch.nn.functional as F
 
 __all__ = [
     "RLE",
-    "batched_mask_to_box",
-    "batched_nms",
-    "box_area",
-    "box_xyxy_to_xywh",
-    "calculate_stability_score",
     "coco_to_rle",
     "connected_components",
     "decode_rle_counts",
@@ -32,7 +26,6 @@ __all__ = [
     "mask_to_coco_rle",
     "mask_to_rle",
     "masks_to_rle",
-    "nms",
     "remove_small_regions",
     "rle_area",
     "rle_to_bbox",
@@ -398,100 +391,3 @@ def remove_small_regions(
     sub = _Runs(runs.row[selected], runs.start[selected], runs.end[selected], runs.root[selected])
     painted = _paint(sub, torch.ones(sub.row.numel(), dtype=torch.int8), h, w).numpy() > 0
     return (painted | mask.astype(bool, copy=False)) if holes else painted, True
-
-
-# ---------------------------------------------------------------------------------------------
-# Boxes and non-maximum suppression
-# ---------------------------------------------------------------------------------------------
-
-
-def batched_mask_to_box(masks: torch.Tensor) -> torch.Tensor:
-    """XYXY boxes (int64, max corner inclusive) of bool masks ``(..., H, W)`` -> ``(..., 4)``.
-
-    Empty masks give ``[0, 0, 0, 0]``.
-    """
-    h, w = masks.shape[-2:]
-    if masks.numel() == 0:
-        return torch.zeros(*masks.shape[:-2], 4, dtype=torch.int64, device=masks.device)
-    rows, cols = masks.any(dim=-1), masks.any(dim=-2)
-    ys = torch.arange(h, device=masks.device)
-    xs = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ys, h).amin(dim=-1)
-    y1 = torch.where(rows, ys, -1).amax(dim=-1)
-    x0 = torch.where(cols, xs, w).amin(dim=-1)
-    x1 = torch.where(cols, xs, -1).amax(dim=-1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=-1)
-    return torch.where(rows.any(dim=-1, keepdim=True), boxes, 0)
-
-
-def box_xyxy_to_xywh(boxes: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """XYXY -> XYWH on the last axis (``w = x1 - x0``), same type and dtype as the input."""
-    if isinstance(boxes, torch.Tensor):
-        return torch.cat([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], dim=-1)
-    return np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)
-
-
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Area ``(x1 - x0) * (y1 - y0)`` of XYXY boxes ``(N, 4)``, in the boxes' dtype."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression with torchvision's semantics.
-
-    Boxes ``(N, 4)`` XYXY are visited by decreasing score (stable on ties); a box is dropped
-    when its IoU with an already kept box is > ``iou_threshold``. IoU is computed in the
-    boxes' dtype with torchvision's formula, so decisions at the threshold agree. Returns the
-    kept indices (int64, on the boxes' device) by decreasing score.
-    """
-    n = boxes.shape[0]
-    if n == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    order = torch.sort(scores, descending=True, stable=True).indices
-    b = boxes[order]
-    areas = box_area(b)
-    suppress = np.empty((n, n), dtype=bool)
-    chunk = max(1, (1 << 24) // n)  # bounds the temporary IoU block to 64 MB
-    for i in range(0, n, chunk):
-        bi = b[i : i + chunk, None, :]
-        wh = (
-            torch.minimum(bi[..., 2:], b[None, :, 2:]) - torch.maximum(bi[..., :2], b[None, :, :2])
-        ).clamp(min=0)
-        inter = wh[..., 0] * wh[..., 1]
-        iou = inter / (areas[i : i + chunk, None] + areas[None, :] - inter)
-        suppress[i : i + chunk] = (iou > iou_threshold).cpu().numpy()
-    removed = np.zeros(n, dtype=bool)
-    keep = []
-    for i in range(n):
-        if not removed[i]:
-            keep.append(i)
-            removed |= suppress[i]
-    return order[torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)]
-
-
-def batched_nms(
-    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float
-) -> torch.Tensor:
-    """NMS applied independently per category ``idxs`` (torchvision's ``batched_nms``).
-
-    Boxes of different categories are shifted apart by ``idxs * (max coordinate + 1)`` so a
-    single pass never compares them. Returns kept indices by decreasing score.
-    """
-    if boxes.numel() == 0:
-        return torch.empty(0, dtype=torch.int64, device=boxes.device)
-    offsets = idxs.to(boxes) * (boxes.max() + torch.tensor(1).to(boxes))
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
-
-
-def calculate_stability_score(
-    masks: torch.Tensor, mask_threshold: float, threshold_offset: float
-) -> torch.Tensor:
-    """IoU between the masks binarised at ``threshold +/- offset``, for logits ``(..., H, W)``.
-
-    The stricter mask lies inside the looser one, so the IoU is the ratio of their areas.
-    Areas are summed along W in int16 and then along H in int32, like the reference, so that
-    scores (and threshold decisions) match it bit for bit. Returns float32 ``(...)``.
-    """
-    strict = (masks > (mask_threshold + threshold_offset)).sum(-1, dtype=torch.int16)
-    loose = (masks > (mask_threshold - threshold_offset)).sum(-1, dtype=torch.int16)
-    return strict.sum(-1, dtype=torch.int32) / loose.sum(-1, dtype=torch.int32)

@@ -26,10 +26,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sam2ui.core import automatic_mask_generator as amg_mod
-from sam2ui.core.automatic_mask_generator import (
+from sam2ui.core.amg_utils import (
     MaskRecords,
-    SAM2AutomaticMaskGenerator,
+    batched_mask_to_box,
     build_all_layer_point_grids,
     generate_crop_boxes,
     is_box_near_crop_edge,
@@ -37,6 +36,8 @@ from sam2ui.core.automatic_mask_generator import (
     uncrop_masks,
     uncrop_points,
 )
+from sam2ui.core.automatic_mask_generator import SAM2AutomaticMaskGenerator
+from sam2ui.core.masks import masks_to_rle
 from tests.core.test_masks import cv2_get_connected_components
 
 VARIANT = "sam2.1-hiera-tiny"
@@ -434,8 +435,8 @@ def test_postprocess_small_regions_matches_reference():
 
     masks = blobby(6, 60, 70, seed=9, cell=5, level=0.3)[:, 0]
     masks[5] = masks[4]  # a duplicate for the NMS
-    rles = amg_mod.masks_to_rle(masks)
-    boxes = amg_mod.batched_mask_to_box(masks).float()
+    rles = masks_to_rle(masks)
+    boxes = batched_mask_to_box(masks).float()
     ours = MaskRecords(rles=[dict(r) for r in rles], boxes=boxes.clone(), iou=torch.arange(6.0))
     ref = MaskData(rles=[dict(r) for r in rles], boxes=boxes.clone(), iou=torch.arange(6.0))
     SAM2AutomaticMaskGenerator.postprocess_small_regions(ours, 20, 0.7)

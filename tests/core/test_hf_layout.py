@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from sam2ui.core.checkpoint import infer_variant, is_memory_key, load_sam2, read_state_dict
 from sam2ui.core.config import VARIANTS, get_config
@@ -36,38 +35,11 @@ PE_KEYS = (
 )
 
 
-def transformers_sam2() -> ModuleType:
-    """``transformers``, imported so that it does not use the test-only torchvision stand-in.
-
-    The stand-in on sys.path (see conftest) makes transformers believe torchvision is
-    installed, and its image utilities then fail on names the stand-in lacks. transformers
-    caches that check, so it is answered once with the stand-in hidden.
-    """
-    from transformers.utils import import_utils
-
-    stub_paths = [p for p in sys.path if Path(p).name == "_stubs"]
-    stub_modules = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "torchvision"}
-    try:
-        for p in stub_paths:
-            sys.path.remove(p)
-        for name in stub_modules:
-            del sys.modules[name]
-        import_utils.is_torchvision_available.cache_clear()
-        assert not import_utils.is_torchvision_available()
-    finally:
-        sys.path[:0] = stub_paths
-        sys.modules.update(stub_modules)
-    import transformers
-
-    return transformers
-
-
 def hf_video_config(variant: str) -> Any:
     """A transformers ``Sam2VideoConfig`` describing one official variant."""
-    tf = transformers_sam2()
     cfg = get_config(variant)
     t = cfg.trunk
-    backbone = tf.Sam2HieraDetConfig(
+    backbone = transformers.Sam2HieraDetConfig(
         hidden_size=t.embed_dim,
         embed_dim_per_stage=list(t.stage_dims),
         num_attention_heads_per_stage=[int(t.num_heads * t.head_mul**i) for i in range(4)],
@@ -76,11 +48,11 @@ def hf_video_config(variant: str) -> Any:
         window_size_per_stage=list(t.window_spec),
         window_positional_embedding_background_size=list(t.window_pos_embed_bkg_spatial_size),
     )
-    vision = tf.Sam2VisionConfig(
+    vision = transformers.Sam2VisionConfig(
         backbone_config=backbone, backbone_channel_list=list(t.backbone_channel_list)
     )
     is_21 = cfg.version == "2.1"
-    return tf.Sam2VideoConfig(
+    return transformers.Sam2VideoConfig(
         vision_config=vision,
         enable_occlusion_spatial_embedding=is_21,
         enable_temporal_pos_encoding_for_object_pointers=is_21,
@@ -88,9 +60,8 @@ def hf_video_config(variant: str) -> Any:
 
 
 def hf_shapes(variant: str) -> dict[str, torch.Tensor]:
-    tf = transformers_sam2()
     with torch.device("meta"):
-        return dict(tf.Sam2VideoModel(hf_video_config(variant)).state_dict())
+        return dict(transformers.Sam2VideoModel(hf_video_config(variant)).state_dict())
 
 
 @pytest.fixture(scope="session")
@@ -101,9 +72,8 @@ def hf_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 
     def factory(variant: str) -> tuple[Path, dict[str, torch.Tensor]]:
         if variant not in cache:
-            tf = transformers_sam2()
             torch.manual_seed(0)
-            model = tf.Sam2VideoModel(hf_video_config(variant)).eval()
+            model = transformers.Sam2VideoModel(hf_video_config(variant)).eval()
             state = perturbed_state_dict(model, seed=1)
             # Converted official weights hold one Fourier matrix in both places.
             state[PE_KEYS[1]] = state[PE_KEYS[0]].clone()
@@ -218,8 +188,9 @@ def test_config_from_hf_rejects_unofficial() -> None:
 
 
 def test_image_only_config_needs_the_version() -> None:
-    tf = transformers_sam2()
-    data = tf.Sam2Config(vision_config=hf_video_config("sam2-hiera-large").vision_config).to_dict()
+    data = transformers.Sam2Config(
+        vision_config=hf_video_config("sam2-hiera-large").vision_config
+    ).to_dict()
     data.pop("_name_or_path", None)
     with pytest.raises(AmbiguousVersionError, match="variant='sam2.1-hiera-large'"):
         config_from_hf(data)
@@ -260,9 +231,10 @@ def test_load_sam2_from_transformers_directory(hf_checkpoint) -> None:
 
 
 def test_load_image_only_transformers_directory(hf_checkpoint, tmp_path: Path) -> None:
-    tf = transformers_sam2()
     _, hf_state = hf_checkpoint(TINY)
-    image_model = tf.Sam2Model(tf.Sam2Config(vision_config=hf_video_config(TINY).vision_config))
+    image_model = transformers.Sam2Model(
+        transformers.Sam2Config(vision_config=hf_video_config(TINY).vision_config)
+    )
     image_keys = set(image_model.state_dict())
     image_model.load_state_dict({k: hf_state[k] for k in image_keys}, strict=True)
     image_model.save_pretrained(tmp_path)
@@ -297,9 +269,10 @@ def _pixel_values(image: np.ndarray) -> torch.Tensor:
 
 def test_sam2ui_matches_transformers_sam2model(hf_checkpoint) -> None:
     predictor_module = pytest.importorskip("sam2ui.core.image_predictor")
-    tf = transformers_sam2()
     directory, hf_state = hf_checkpoint(TINY)
-    hf_model = tf.Sam2Model(tf.Sam2Config(vision_config=hf_video_config(TINY).vision_config))
+    hf_model = transformers.Sam2Model(
+        transformers.Sam2Config(vision_config=hf_video_config(TINY).vision_config)
+    )
     hf_model.load_state_dict({k: hf_state[k] for k in hf_model.state_dict()}, strict=True)
     hf_model.eval()
 
@@ -352,11 +325,10 @@ def test_memory_modules_match_transformers(hf_checkpoint) -> None:
     """
     from tests.reference_models import build_reference_model
 
-    tf = transformers_sam2()
     _, hf_state = hf_checkpoint(TINY)
     config = hf_video_config(TINY)
     config.memory_attention_rope_feat_sizes = [16, 16]
-    hf_model = tf.Sam2VideoModel(config).eval()
+    hf_model = transformers.Sam2VideoModel(config).eval()
     hf_model.load_state_dict(hf_state, strict=True)
     ref: Any = build_reference_model(TINY, state_dict=hf_to_meta(hf_state))
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
+from sam2ui.core import amg_utils as A
 from sam2ui.core import masks as M
 
 
@@ -228,7 +229,7 @@ def test_remove_small_regions_keeps_first_largest_island_on_ties():
         M.remove_small_regions(mask, 10, "specks")  # type: ignore[arg-type]
 
 
-# ------------------------------------------------------------------------ boxes and NMS
+# --------------------------------------------- amg_utils: boxes, NMS and stability score
 
 
 def test_batched_mask_to_box_matches_reference():
@@ -236,7 +237,7 @@ def test_batched_mask_to_box_matches_reference():
 
     masks = blobby(6, 30, 41, seed=6, level=1.2).reshape(2, 3, 30, 41)
     masks[0, 1] = False
-    ours = M.batched_mask_to_box(masks)
+    ours = A.batched_mask_to_box(masks)
     assert ours.dtype == torch.int64 and ours.shape == (2, 3, 4)
     assert torch.equal(ours, batched_mask_to_box(masks))
     assert ours[0, 1].tolist() == [0, 0, 0, 0]
@@ -254,20 +255,20 @@ def test_nms_matches_torchvision_semantics(seed):
     scores[::11] = 0.5  # ties: stable order
     cats = torch.randint(0, 3, (300,), generator=gen)
     for thresh in (0.0, 0.3, 0.7, 1.0):
-        assert torch.equal(M.nms(boxes, scores, thresh), nms(boxes, scores, thresh))
+        assert torch.equal(A.nms(boxes, scores, thresh), nms(boxes, scores, thresh))
         assert torch.equal(
-            M.batched_nms(boxes, scores, cats, thresh), batched_nms(boxes, scores, cats, thresh)
+            A.batched_nms(boxes, scores, cats, thresh), batched_nms(boxes, scores, cats, thresh)
         )
-    keep = M.nms(boxes, scores, 0.5)
+    keep = A.nms(boxes, scores, 0.5)
     assert 0 < len(keep) < 300
-    assert M.nms(boxes[:0], scores[:0], 0.5).shape == (0,)
+    assert A.nms(boxes[:0], scores[:0], 0.5).shape == (0,)
 
 
 def test_box_helpers():
     boxes = torch.tensor([[1, 2, 4, 8], [0, 0, 0, 0]])
-    assert M.box_area(boxes).tolist() == [18, 0]
-    assert M.box_xyxy_to_xywh(boxes).tolist() == [[1, 2, 3, 6], [0, 0, 0, 0]]
-    assert M.box_xyxy_to_xywh(boxes.numpy().astype(np.float32)).tolist() == [[1, 2, 3, 6], [0] * 4]
+    assert A.box_area(boxes).tolist() == [18, 0]
+    assert A.box_xyxy_to_xywh(boxes).tolist() == [[1, 2, 3, 6], [0, 0, 0, 0]]
+    assert A.box_xyxy_to_xywh(boxes.numpy().astype(np.float32)).tolist() == [[1, 2, 3, 6], [0] * 4]
 
 
 def test_stability_score_matches_reference():
@@ -275,8 +276,8 @@ def test_stability_score_matches_reference():
 
     logits = torch.randn(5, 40, 60, generator=torch.Generator().manual_seed(7)) * 3
     for thresh, offset in ((0.0, 1.0), (0.5, 0.25)):
-        ours = M.calculate_stability_score(logits, thresh, offset)
+        ours = A.calculate_stability_score(logits, thresh, offset)
         assert ours.dtype == torch.float32
         assert torch.equal(ours, calculate_stability_score(logits, thresh, offset))
     # Nothing above either cut: 0 / 0, NaN, which every threshold rejects.
-    assert M.calculate_stability_score(torch.full((1, 4, 4), -5.0), 0.0, 1.0).isnan().all()
+    assert A.calculate_stability_score(torch.full((1, 4, 4), -5.0), 0.0, 1.0).isnan().all()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import HieraConfig
-from .common import MLP, Linear
+from .common import MLP, Linear, attention
 
 
 def _pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
@@ -77,9 +77,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        )
+        out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         out = out.transpose(1, 2).reshape(b, h, w, -1)
         return self.proj(out)
 

@@ -1,0 +1,28 @@
+"""The sam2ui engine: SAM 2 / SAM 2.1 in PyTorch, with no UI dependencies."""
+
+from .automatic_mask_generator import SAM2AutomaticMaskGenerator
+from .build import build_sam2
+from .checkpoint import infer_variant, load_sam2, read_state_dict
+from .config import VARIANTS, HieraConfig, SAM2Config, get_config, variant_names
+from .hub import CheckpointUnavailableError, download_checkpoint
+from .image_predictor import SAM2ImagePredictor
+from .modeling import SAM2Model
+from .modeling.common import set_onednn_linear
+
+__all__ = [
+    "VARIANTS",
+    "CheckpointUnavailableError",
+    "HieraConfig",
+    "SAM2AutomaticMaskGenerator",
+    "SAM2Config",
+    "SAM2ImagePredictor",
+    "SAM2Model",
+    "build_sam2",
+    "download_checkpoint",
+    "get_config",
+    "infer_variant",
+    "load_sam2",
+    "read_state_dict",
+    "set_onednn_linear",
+    "variant_names",
+]
