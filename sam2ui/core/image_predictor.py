@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .modeling import ImageFeatures, SAM2Model
 from .modeling.prompt_encoder import POINT_LABELS
+from .modeling.transformer import ImageKeys
 from .transforms import ImageLike, image_to_tensor, preprocess
 
 Prompt = Any  # numpy array, sequence or torch tensor
@@ -66,6 +67,8 @@ class SAM2ImagePredictor:
         self._features: ImageFeatures | None = None
         self._orig_hw: list[tuple[int, int]] = []
         self._is_batch = False
+        # Per image index: the decoder's prompt-independent work, made on first use.
+        self._image_keys: dict[int, ImageKeys] = {}
 
     @classmethod
     def from_pretrained(
@@ -115,6 +118,7 @@ class SAM2ImagePredictor:
         self._features = None
         self._orig_hw = []
         self._is_batch = False
+        self._image_keys = {}
 
     # ------------------------------------------------------------------ images
     @torch.inference_mode()
@@ -376,7 +380,12 @@ class SAM2ImagePredictor:
         one = ImageFeatures(
             features.image_embed[idx : idx + 1], [f[idx : idx + 1] for f in features.high_res_feats]
         )
-        out = self.model.decode_masks(one, points, mask_input, multimask_output)
+        keys = None
+        if mask_input is None:
+            if idx not in self._image_keys:
+                self._image_keys[idx] = self.model.decoder_image_keys(one)
+            keys = self._image_keys[idx]
+        out = self.model.decode_masks(one, points, mask_input, multimask_output, keys)
         low_res = out.masks.float()
         masks = self._postprocess(low_res, self._orig_hw[idx])
         low_res = low_res.clamp(-32.0, 32.0)

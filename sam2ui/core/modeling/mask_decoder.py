@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .transformer import ImageKeys, TwoWayTransformer
 
 
 class DecoderOutput(NamedTuple):
@@ -85,15 +85,18 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
         high_res_features: list[torch.Tensor] | None = None,
+        image_keys: ImageKeys | None = None,
     ) -> DecoderOutput:
         """image_embeddings (B or 1, C, h, w), image_pe (1, C, h, w), sparse (B, N, C), dense
         (B, C, h, w), high_res_features [(B or 1, C/8, 4h, 4w), (B or 1, C/4, 2h, 2w)].
 
-        An image batch of 1 is shared by every prompt in the batch.
+        An image batch of 1 is shared by every prompt in the batch. ``image_keys``, from
+        :meth:`image_keys` for this image, skips prompt-independent work; it is only valid when
+        the dense prompt is the "no mask" embedding.
         """
         masks, iou_pred, mask_tokens, obj_logits = self._predict(
             image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
-            high_res_features,
+            high_res_features, image_keys,
         )  # fmt: skip
         if multimask_output:
             masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
@@ -114,6 +117,7 @@ class MaskDecoder(nn.Module):
         sparse: torch.Tensor,
         dense: torch.Tensor,
         high_res_features: list[torch.Tensor] | None,
+        image_keys: ImageKeys | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         out_tokens = [self.iou_token.weight, self.mask_tokens.weight]
         if self.pred_obj_scores:
@@ -122,17 +126,18 @@ class MaskDecoder(nn.Module):
         n = sparse.shape[0]
         tokens = torch.cat((torch.cat(out_tokens).unsqueeze(0).expand(n, -1, -1), sparse), dim=1)
 
-        src = image_embeddings
-        if src.shape[0] != n:
-            src = src.expand(n, -1, -1, -1)
-        src = src + dense
-        pos = image_pe.expand(n, -1, -1, -1)
-        b, c, h, w = src.shape
-        hs, src_tokens = self.transformer(src, pos, tokens)
+        _, c, h, w = image_embeddings.shape
+        b = n
+        if image_keys is None:
+            hs, src_tokens = self.transformer(image_embeddings + dense, image_pe, tokens)
+        else:
+            hs, src_tokens = self.transformer(image_keys, image_pe, tokens)
         iou_token_out = hs[:, first]
         mask_tokens_out = hs[:, first + 1 : first + 1 + self.num_mask_tokens]
 
-        src = src_tokens.transpose(1, 2).reshape(b, c, h, w)
+        # A channels-last view of the tokens (no copy): the transposed convolutions below run
+        # several times faster on channels-last input.
+        src = src_tokens.view(b, h, w, c).permute(0, 3, 1, 2)
         if self.use_high_res_features and high_res_features is not None:
             deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
             feat_s0, feat_s1 = high_res_features
@@ -146,13 +151,19 @@ class MaskDecoder(nn.Module):
             dim=1,
         )  # (B, M, C/8)
         b, c, h, w = up.shape
-        masks = (hyper_in @ up.view(b, c, h * w)).view(b, -1, h, w)
+        masks = (hyper_in @ up.reshape(b, c, h * w)).view(b, -1, h, w)
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
             obj_logits = self.pred_obj_score_head(hs[:, 0])
         else:
             obj_logits = iou_pred.new_full((iou_pred.shape[0], 1), 10.0)
         return masks, iou_pred, mask_tokens_out, obj_logits
+
+    def image_keys(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, no_mask_dense: torch.Tensor
+    ) -> ImageKeys:
+        """Prompt-independent decoder work for one image (1, C, h, w) without a mask prompt."""
+        return self.transformer.image_keys(image_embeddings + no_mask_dense, image_pe)
 
     def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
         """IoU between the masks thresholded at +delta and -delta: (B, M, H, W) -> (B, M)."""

@@ -20,7 +20,7 @@ from .image_encoder import BackboneOutput, FpnNeck, ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
 from .prompt_encoder import PromptEncoder
-from .transformer import TwoWayTransformer
+from .transformer import ImageKeys, TwoWayTransformer
 
 
 class ImageFeatures(NamedTuple):
@@ -136,7 +136,9 @@ class SAM2Model(nn.Module):
         embed = out.backbone_fpn[-1]
         if self.config.directly_add_no_mem_embed:
             embed = embed + self.no_mem_embed.view(1, -1, 1, 1)
-        return ImageFeatures(image_embed=embed, high_res_feats=list(out.backbone_fpn[:-1]))
+        # Channels-last, like the decoder's upsampled maps they are added to (see MaskDecoder).
+        high_res = [f.contiguous(memory_format=torch.channels_last) for f in out.backbone_fpn[:-1]]
+        return ImageFeatures(image_embed=embed, high_res_feats=high_res)
 
     def decode_masks(
         self,
@@ -144,11 +146,14 @@ class SAM2Model(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
+        image_keys: ImageKeys | None = None,
     ) -> DecoderOutput:
         """Prompt the decoder on one image's features (batch 1, shared by every prompt).
 
         points: ((B, N, 2) float coordinates in the S x S input frame, (B, N) int labels), box
         corners included as labels 2 and 3; mask_input: (B, 1, S/4, S/4) logits or None.
+        ``image_keys`` (from :meth:`decoder_image_keys` on the same features) saves the
+        prompt-independent part of the work; it is ignored when there is a mask prompt.
         """
         sparse, dense = self.sam_prompt_encoder(points, mask_input)
         return self.sam_mask_decoder(
@@ -158,6 +163,15 @@ class SAM2Model(nn.Module):
             dense,
             multimask_output=multimask_output,
             high_res_features=features.high_res_feats,
+            image_keys=image_keys if mask_input is None else None,
+        )
+
+    def decoder_image_keys(self, features: ImageFeatures) -> ImageKeys:
+        """Work of the mask decoder that depends on the image only (batch-1 features): compute
+        it once per image and pass it to every :meth:`decode_masks` call without a mask."""
+        _, no_mask_dense = self.sam_prompt_encoder(None, None)
+        return self.sam_mask_decoder.image_keys(
+            features.image_embed, self.sam_prompt_encoder.get_dense_pe(), no_mask_dense
         )
 
     def forward(self, *args: object, **kwargs: object) -> None:

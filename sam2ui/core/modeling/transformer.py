@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +46,14 @@ class Attention(nn.Module):
         b, _, n, _ = x.shape
         return self.out_proj(x.transpose(1, 2).reshape(b, n, self.internal_dim))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        q, k, v = (
-            self._heads(self.q_proj(q)),
-            self._heads(self.k_proj(k)),
-            self._heads(self.v_proj(v)),
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention on already projected q (B, Nq, D), k, v (B, Nk, D); D = internal width."""
+        return self._merge(
+            F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
         )
-        return self._merge(F.scaled_dot_product_attention(q, k, v))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
 
 
 class RoPEAttention(Attention):
@@ -111,6 +113,22 @@ class RoPEAttention(Attention):
         return self._merge(F.scaled_dot_product_attention(q, k, v))
 
 
+class ImageKeys(NamedTuple):
+    """Prompt-independent inputs of the first two-way block, for one image: the image tokens
+    (1, HW, C), their position encoding (1, HW, C), and the three projections of them that the
+    first block needs (1, HW, D). Valid while the dense prompt is the "no mask" embedding."""
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    token_to_image_k: torch.Tensor
+    token_to_image_v: torch.Tensor
+    image_to_token_q: torch.Tensor
+
+
+def _batch(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x if x.shape[0] == n else x.expand(n, *x.shape[1:])
+
+
 class TwoWayAttentionBlock(nn.Module):
     """Tokens attend to themselves and to the image; then the image attends to the tokens."""
 
@@ -138,13 +156,28 @@ class TwoWayAttentionBlock(nn.Module):
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
+    def image_keys(self, keys: torch.Tensor, key_pe: torch.Tensor) -> ImageKeys:
+        """The projections of ``keys`` that do not depend on the prompt."""
+        k = keys + key_pe
+        return ImageKeys(
+            keys,
+            key_pe,
+            self.cross_attn_token_to_image.k_proj(k),
+            self.cross_attn_token_to_image.v_proj(keys),
+            self.cross_attn_image_to_token.q_proj(k),
+        )
+
     def forward(
         self,
         queries: torch.Tensor,
-        keys: torch.Tensor,
+        keys: torch.Tensor | ImageKeys,
         query_pe: torch.Tensor,
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``keys`` is the image tokens (B, HW, C), or their precomputed :class:`ImageKeys`."""
+        if not isinstance(keys, ImageKeys):
+            keys = self.image_keys(keys, key_pe)
+        n = queries.shape[0]
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens by their self-attention (no residual, no PE).
             queries = self.self_attn(queries, queries, queries)
@@ -153,12 +186,19 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        k = keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys))
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        attn = t2i.attend(
+            t2i.q_proj(queries + query_pe),
+            _batch(keys.token_to_image_k, n),
+            _batch(keys.token_to_image_v, n),
+        )
+        queries = self.norm2(queries + attn)
         queries = self.norm3(queries + self.mlp(queries))
 
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
-        return queries, keys
+        attn = i2t.attend(
+            _batch(keys.image_to_token_q, n), i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
+        )
+        return queries, self.norm4(keys.keys + attn)
 
 
 class TwoWayTransformer(nn.Module):
@@ -193,14 +233,29 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(
-        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, point_embedding: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def image_keys(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageKeys:
+        """Prompt-independent work of the first block for (B, C, H, W) image tokens and PE."""
         keys = image_embedding.flatten(2).transpose(1, 2)  # (B, HW, C)
         key_pe = image_pe.flatten(2).transpose(1, 2)
+        first = self.layers[0]
+        assert isinstance(first, TwoWayAttentionBlock)
+        return first.image_keys(keys, key_pe)
+
+    def forward(
+        self,
+        image_embedding: torch.Tensor | ImageKeys,
+        image_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image_embedding`` may be given as its precomputed :meth:`image_keys`."""
+        keys: torch.Tensor | ImageKeys = image_embedding
+        if not isinstance(keys, ImageKeys):
+            keys = self.image_keys(keys, image_pe)
+        key_pe = keys.key_pe
         queries = point_embedding
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
+        assert isinstance(keys, torch.Tensor)
         attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
         queries = self.norm_final_attn(queries + attn)
         return queries, keys
