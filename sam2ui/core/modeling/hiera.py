@@ -54,6 +54,10 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Channels-last input makes the convolution write channels-last output, so the
+        # (B, H, W, C) token grid below is a contiguous view rather than a strided one that
+        # every later step would copy.
+        x = x.contiguous(memory_format=torch.channels_last)
         return self.proj(x).permute(0, 2, 3, 1)
 
 
