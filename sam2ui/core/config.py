@@ -79,6 +79,10 @@ class SAM2Config:
     use_mask_input_as_output_without_sam: bool = True
     max_cond_frames_in_attn: int = -1
     non_overlap_masks_for_mem_enc: bool = False
+    memory_temporal_stride_for_eval: int = 1
+    # The reference's video builder turns this on (its "post-processing" defaults): masks made
+    # from clicks are binarised before they are encoded into memory.
+    binarize_mask_from_pts_for_mem_enc: bool = False
 
     # SAM heads
     use_high_res_features_in_sam: bool = True
