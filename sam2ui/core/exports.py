@@ -1,0 +1,387 @@
+"""Results people can take away: DAVIS PNG zips, SA-V masklet JSON, overlay MP4s and images.
+
+Results are per-frame: a mapping ``frame_idx -> {obj_id: mask}`` or an iterable of
+``(frame_idx, {obj_id: mask})`` pairs, so long videos stream (only RLE strings are kept, for
+the JSON). Frame indices are ints >= 0 and unique; object ids are ints > 0. A mask is an
+``(H, W)`` bool array (numpy or torch, any device; leading singleton axes such as the
+predictor's ``(1, H, W)`` are dropped; non-bool masks are thresholded at ``> 0``, which is the
+logit threshold and also right for 0/1 and 0/255 masks). Images are ``(H, W, 3)`` uint8 RGB,
+row (y) first. Writers go through a ``<name>.part`` file renamed into place at the end, so a
+failure (e.g. a bad mask found mid-stream) leaves no half-written output; results holding no
+frames at all are a ValueError rather than an empty file. Colours come from the DAVIS palette,
+so an object looks the same in the overlay as in the indexed PNG. Where objects overlap, the
+smallest id wins (it is painted last), as in Meta's ``tools/vos_inference.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, NamedTuple, TypeAlias
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .masks import encode_rle_counts, masks_to_rle, rle_area, rle_to_coco, rle_to_mask
+
+__all__ = [
+    "MaskPrompt",
+    "davis_palette",
+    "iter_sav_json",
+    "masks_as_prompts",
+    "palette_color",
+    "read_sav_json",
+    "write_davis_png_zip",
+    "write_sav_json",
+]
+
+MaskLike: TypeAlias = np.ndarray | torch.Tensor
+FrameMasks: TypeAlias = Mapping[int, MaskLike]
+Results: TypeAlias = Mapping[int, FrameMasks] | Iterable[tuple[int, FrameMasks]]
+Color: TypeAlias = tuple[int, int, int]
+PathLike: TypeAlias = str | os.PathLike[str]
+
+# ---------------------------------------------------------------------------------------------
+# Palette and validation
+# ---------------------------------------------------------------------------------------------
+
+
+def davis_palette() -> np.ndarray:
+    """The 256-colour DAVIS / PASCAL VOC palette, ``(256, 3)`` uint8.
+
+    Entry ``i`` spreads the bits of ``i`` over the channels from the top bit down: bit 0 to
+    red, bit 1 to green, bit 2 to blue, bit 3 to red's next bit, and so on, giving
+    (0,0,0), (128,0,0), (0,128,0), (128,128,0), (0,0,128), ...
+    """
+    idx = np.arange(256)
+    pal = np.zeros((256, 3), dtype=np.int64)
+    for j in range(8):
+        for c in range(3):
+            pal[:, c] |= ((idx >> (3 * j + c)) & 1) << (7 - j)
+    return pal.astype(np.uint8)
+
+
+_DAVIS = davis_palette()
+
+
+def palette_color(obj_id: int) -> Color:
+    """The overlay colour of an object: DAVIS entry ``obj_id`` for ids 1..255; larger ids
+    cycle through entries 1..255 (never the black background)."""
+    oid = _check_obj_id(obj_id)
+    r, g, b = (int(v) for v in _DAVIS[(oid - 1) % 255 + 1])
+    return r, g, b
+
+
+def _check_obj_id(obj_id: Any, where: str = "") -> int:
+    if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id <= 0:
+        raise ValueError(f"object ids must be positive ints, got {obj_id!r}{where}")
+    return int(obj_id)
+
+
+def as_mask(mask: MaskLike, shape: tuple[int, int], where: str) -> np.ndarray:
+    """``(H, W)`` C-contiguous bool numpy array of a mask, or ValueError naming ``where``."""
+    if isinstance(mask, torch.Tensor):  # threshold in torch: numpy has no bfloat16
+        m = (mask if mask.dtype == torch.bool else mask > 0).detach().cpu().numpy()
+    else:
+        m = np.asarray(mask)
+    while m.ndim > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.shape != shape:
+        raise ValueError(f"mask of {where} has shape {m.shape}, expected {shape} (H, W)")
+    return np.ascontiguousarray(m if m.dtype == bool else m > 0)
+
+
+def frame_masks(
+    frame_idx: Any, masks: FrameMasks, shape: tuple[int, int]
+) -> tuple[int, dict[int, np.ndarray]]:
+    if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+        raise ValueError(f"frame indices must be ints, got {frame_idx!r}")
+    if frame_idx < 0:
+        raise ValueError(f"frame indices must be >= 0, got {frame_idx}")
+    f = int(frame_idx)
+    out: dict[int, np.ndarray] = {}
+    for obj_id, mask in masks.items():
+        oid = _check_obj_id(obj_id, f" (frame {f})")
+        out[oid] = as_mask(mask, shape, f"frame {f}, object {oid}")
+    return f, out
+
+
+def _check_size(height: int, width: int) -> None:
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+
+
+def _iter_results(
+    results: Results, height: int, width: int
+) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+    """Validated ``(frame_idx, {obj_id: (H, W) bool})``; mappings in frame order."""
+    _check_size(height, width)
+    items = sorted(results.items()) if isinstance(results, Mapping) else results
+    seen: set[int] = set()
+    for frame_idx, masks in items:
+        f, out = frame_masks(frame_idx, masks, (height, width))
+        if f in seen:
+            raise ValueError(f"frame {f} appears twice in the results")
+        seen.add(f)
+        yield f, out
+    if not seen:
+        raise ValueError("the results hold no frames: nothing to write")
+
+
+@contextmanager
+def atomic_output(path: PathLike) -> Iterator[Path]:
+    """Yield a ``<name>.part`` path next to ``path``; rename it into place on success and
+    delete it on failure."""
+    final = Path(path)
+    tmp = final.with_name(final.name + ".part")
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# DAVIS-style PNG zip
+# ---------------------------------------------------------------------------------------------
+
+
+def write_davis_png_zip(
+    results: Results,
+    path: PathLike,
+    *,
+    height: int,
+    width: int,
+    palette: str | np.ndarray | Sequence[Sequence[int]] = "davis",
+) -> Path:
+    """Write the results as a zip of PNG masks, one frame at a time; returns the path.
+
+    Entries (``NNNNN`` is the frame index, zero-padded to 5 digits):
+
+    * ``NNNNN.png``: mode "P" indexed PNG, pixel value = object id, 0 = background, carrying
+      ``palette`` (``"davis"`` or 256 RGB triplets). Where objects overlap, the smallest id
+      wins, as in Meta's ``vos_inference.py``.
+    * ``OOO/NNNNN.png`` (``OOO`` the object id zero-padded to 3 digits, as SA-V and
+      ``vos_inference.py --per_obj_png_file`` name them): a 1-bit PNG per object for *every*
+      frame (all-zero where the object is absent or has not appeared yet), so overlapping
+      masks survive exactly and each object folder is a complete per-object mask sequence.
+
+    Tools that read one layout per video folder (e.g. SA-V's ``sav_evaluator.py``) want
+    either only the ``NNNNN.png`` files (DAVIS layout) or only the ``OOO`` folders.
+
+    Object ids above 255 do not fit an 8-bit indexed PNG: they raise ValueError (use
+    :func:`write_sav_json`, which has no such limit). Entries are stored uncompressed (PNG
+    data is already compressed).
+    """
+    if isinstance(palette, str) and palette != "davis":
+        raise ValueError(f"palette must be 'davis' or 256 RGB triplets, got {palette!r}")
+    pal = _DAVIS if isinstance(palette, str) else np.asarray(palette)
+    if pal.shape != (256, 3):
+        raise ValueError(f"palette must have shape (256, 3), got {pal.shape}")
+    pal_list = pal.astype(np.uint8).reshape(-1).tolist()
+    _check_size(height, width)
+    empty = _png_bytes(Image.fromarray(np.zeros((height, width), dtype=bool)))
+    frames_done: list[int] = []
+    objects: set[int] = set()
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for f, masks in _iter_results(results, height, width):
+            too_big = [oid for oid in masks if oid > 255]
+            if too_big:
+                raise ValueError(
+                    f"object id {too_big[0]} (frame {f}) does not fit an 8-bit indexed PNG "
+                    "(ids must be <= 255); write_sav_json has no such limit"
+                )
+            indexed = np.zeros((height, width), dtype=np.uint8)
+            for oid in sorted(masks, reverse=True):
+                indexed[masks[oid]] = oid
+            img = Image.frombytes("P", (width, height), indexed.tobytes())
+            img.putpalette(pal_list)
+            zf.writestr(f"{f:05d}.png", _png_bytes(img))
+            for oid in sorted(objects | set(masks)):
+                if oid not in objects:  # first seen now: back-fill the frames before
+                    for g in frames_done:
+                        zf.writestr(f"{oid:03d}/{g:05d}.png", empty)
+                    objects.add(oid)
+                m = masks.get(oid)
+                data = _png_bytes(Image.fromarray(m)) if m is not None and m.any() else empty
+                zf.writestr(f"{oid:03d}/{f:05d}.png", data)
+            frames_done.append(f)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# SA-V masklet JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def write_sav_json(
+    results: Results,
+    path: PathLike,
+    *,
+    height: int,
+    width: int,
+    video_id: str | None = None,
+    fps: float | Fraction | None = None,
+    frame_count: int | None = None,
+    object_names: Mapping[int, str] | None = None,
+) -> Path:
+    """Write the results as an SA-V style masklet JSON (COCO compressed RLE); returns the path.
+
+    SA-V fields written, with SA-V's meanings and types (checked on Meta's example files):
+
+    * ``video_id`` (default: the file stem); ``video_duration`` = ``frame_count / fps``
+      (only with ``fps``); ``video_frame_count`` = ``frame_count`` (default: last frame
+      index + 1); ``video_height``, ``video_width``, ``video_resolution`` (floats, as SA-V).
+    * ``masklet``: rows = the result frames by increasing index, columns = objects by
+      increasing id; an absent object gets the empty-mask RLE. ``masklet_id``, ``masklet_num``.
+    * ``masklet_size_abs`` / ``masklet_size_rel``: mean area over the rows where the object
+      is visible, in pixels / over H*W; ``masklet_size_bucket``: "small" < 32², "medium"
+      < 96², else "large"; ``masklet_visibility_changes``: visible<->invisible flips after
+      the first appearance; ``masklet_first_appeared_frame``: the *row* of the first
+      non-empty mask (0 if never visible); ``masklet_frame_count``: the number of rows.
+
+    Not written (unknown to us): ``video_environment``, ``video_split``,
+    ``masklet_edited_frame_count``, ``masklet_type``, ``masklet_stability_score``. Under
+    ``"sam2ui"``: ``format_version`` (1), ``frame_indices`` (the video frame of each row;
+    rows may skip frames), ``object_names`` (str(id) -> name) and ``fps``. Only RLE strings
+    are held while streaming, not masks.
+    """
+    rows: dict[int, dict[int, str]] = {}
+    row_areas: dict[int, dict[int, int]] = {}
+    for f, masks in _iter_results(results, height, width):
+        ids = sorted(masks)
+        stack = np.stack([masks[i] for i in ids]) if ids else np.zeros((0, height, width), bool)
+        rows[f] = {i: rle_to_coco(r)["counts"] for i, r in zip(ids, masks_to_rle(stack))}
+        row_areas[f] = {i: int(np.count_nonzero(masks[i])) for i in ids}
+    frames = sorted(rows)
+    obj_ids = sorted({i for r in rows.values() for i in r})
+    empty = encode_rle_counts([height * width])
+    size = [height, width]
+    masklet = [[{"size": size, "counts": rows[f].get(i, empty)} for i in obj_ids] for f in frames]
+    areas = np.array(
+        [[row_areas[f].get(i, 0) for i in obj_ids] for f in frames], dtype=np.float64
+    ).reshape(len(frames), len(obj_ids))
+    visible = areas > 0
+    n_visible = visible.sum(0)
+    size_abs = np.where(n_visible > 0, areas.sum(0) / np.maximum(n_visible, 1), 0.0)
+    first = np.where(visible.any(0), visible.argmax(0), 0)
+    flips = visible[1:] != visible[:-1]
+    changes = [int(flips[first[j] :, j].sum()) for j in range(len(obj_ids))]
+    n_frames = frames[-1] + 1 if frame_count is None else int(frame_count)
+    names = {str(_check_obj_id(k)): str(v) for k, v in (object_names or {}).items()}
+    data: dict[str, Any] = {"video_id": video_id if video_id is not None else Path(path).stem}
+    if fps is not None:
+        data["video_duration"] = n_frames / float(fps)
+    data.update(
+        video_frame_count=float(n_frames),
+        video_height=float(height),
+        video_width=float(width),
+        video_resolution=float(height * width),
+        masklet=masklet,
+        masklet_id=obj_ids,
+        masklet_size_rel=(size_abs / (height * width)).tolist(),
+        masklet_size_abs=size_abs.tolist(),
+        masklet_size_bucket=[
+            "small" if a < 32**2 else "medium" if a < 96**2 else "large" for a in size_abs
+        ],
+        masklet_visibility_changes=changes,
+        masklet_first_appeared_frame=first.tolist(),
+        masklet_frame_count=[len(frames)] * len(obj_ids),
+        masklet_num=len(obj_ids),
+        sam2ui={
+            "format_version": 1,
+            "frame_indices": frames,
+            "object_names": names,
+            "fps": None if fps is None else float(fps),
+        },
+    )
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    return Path(path)
+
+
+def _load_sav(path_or_data: PathLike | Mapping[str, Any]) -> tuple[list[int], list[int], list]:
+    """``(frame_indices, masklet_ids, masklet)`` of an SA-V JSON (file or loaded dict)."""
+    if isinstance(path_or_data, Mapping):
+        data = path_or_data
+    else:
+        data = json.loads(Path(path_or_data).read_text(encoding="utf-8"))
+    if "masklet" not in data or "masklet_id" not in data:
+        raise ValueError("not an SA-V masklet JSON: 'masklet' or 'masklet_id' is missing")
+    masklet, ids = data["masklet"], [int(i) for i in data["masklet_id"]]
+    extra = data.get("sam2ui") or {}
+    frames = [int(f) for f in extra.get("frame_indices", range(len(masklet)))]
+    if len(frames) != len(masklet):
+        raise ValueError(f"{len(frames)} frame indices for {len(masklet)} masklet rows")
+    for k, row in enumerate(masklet):
+        if len(row) != len(ids):
+            raise ValueError(f"masklet row {k} has {len(row)} masks for {len(ids)} ids")
+    return frames, ids, masklet
+
+
+def iter_sav_json(
+    path_or_data: PathLike | Mapping[str, Any],
+) -> Iterator[tuple[int, dict[int, np.ndarray]]]:
+    """Stream ``(frame_idx, {obj_id: (H, W) bool})`` from an SA-V JSON, decoding one row at
+    a time. Empty masks (absent objects) are left out. Frame indices come from
+    ``sam2ui.frame_indices``; files without it (SA-V's own) use the row index (SA-V train
+    rows are every 4th video frame). Ids are as stored (SA-V's own start at 0)."""
+    frames, ids, masklet = _load_sav(path_or_data)
+    for f, row in zip(frames, masklet):
+        yield f, {i: rle_to_mask(r) for i, r in zip(ids, row) if rle_area(r) > 0}
+
+
+def read_sav_json(path_or_data: PathLike | Mapping[str, Any]) -> dict[int, dict[int, np.ndarray]]:
+    """All masks of an SA-V JSON: ``frame_idx -> {obj_id: (H, W) bool}`` (see
+    :func:`iter_sav_json`; a frame where every object is absent maps to ``{}``)."""
+    return dict(iter_sav_json(path_or_data))
+
+
+class MaskPrompt(NamedTuple):
+    """A mask to give the video predictor: ``add_new_mask(state, frame_idx, obj_id, mask)``."""
+
+    frame_idx: int
+    mask: np.ndarray  # (H, W) bool
+
+
+def masks_as_prompts(
+    path_or_data: PathLike | Mapping[str, Any], frame_idx: int | None = None
+) -> dict[int, MaskPrompt]:
+    """Masks of an SA-V JSON as prompts, ``{obj_id: MaskPrompt(frame_idx, mask)}``.
+
+    With ``frame_idx`` (a video frame index present in the file): the objects visible in
+    that frame (possibly none). Without: each object's mask where it first appears, so the
+    frames differ between objects; objects never visible are left out. Only the masks
+    returned are decoded.
+    """
+    frames, ids, masklet = _load_sav(path_or_data)
+    if frame_idx is not None:
+        if frame_idx not in frames:
+            raise ValueError(
+                f"frame {frame_idx} is not in the file (it has {len(frames)} frames, "
+                f"indices {frames[0] if frames else '-'}..{frames[-1] if frames else '-'})"
+            )
+        row = masklet[frames.index(frame_idx)]
+        return {
+            i: MaskPrompt(frame_idx, rle_to_mask(r)) for i, r in zip(ids, row) if rle_area(r) > 0
+        }
+    out: dict[int, MaskPrompt] = {}
+    for j, oid in enumerate(ids):
+        for f, row in zip(frames, masklet):
+            if rle_area(row[j]) > 0:
+                out[oid] = MaskPrompt(f, rle_to_mask(row[j]))
+                break
+    return out
