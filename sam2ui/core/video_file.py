@@ -119,22 +119,10 @@ class VideoFileSource(FrameSource):
     def __len__(self) -> int:
         return self._length
 
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def time_of(self, index: int) -> float:
         """Presentation time of frame ``index`` in seconds from the first frame."""
         if self._pts is None:
-            return index / self._fps
+            return index / self.fps
         return float((self._pts[index] - self._pts[0]) * self._time_base)
 
     def close(self) -> None:
@@ -234,20 +222,20 @@ class VideoFileSource(FrameSource):
             index = 0
         self._orientation = orientation_from_matrix(display_matrix(frame))
         h, w = frame.height, frame.width
-        self._height, self._width = (w, h) if self._orientation[0] else (h, w)
+        self.height, self.width = (w, h) if self._orientation[0] else (h, w)
         self._chunk_n = max(self._cache.capacity, self._chunk_bytes // (h * w * 3))
         self._pos = index
         self._cache.put(index, self._convert(frame))
         rate = self._stream.average_rate or self._stream.guessed_rate
         if fps:
-            self._fps = float(fps)
+            self.fps = float(fps)
         elif rate and rate > 0:
-            self._fps = float(rate)
+            self.fps = float(rate)
         elif self._pts is not None and self._length > 1 and self._pts[-1] > self._pts[0]:
             span = float((self._pts[-1] - self._pts[0]) * self._time_base)
-            self._fps = (self._length - 1) / span
+            self.fps = (self._length - 1) / span
         else:
-            self._fps = DEFAULT_FPS
+            self.fps = DEFAULT_FPS
 
     # ------------------------------------------------------------------ decoding
 

@@ -88,24 +88,12 @@ class FrameSource(ABC):
     """
 
     name: str = "<frames>"
+    height: int  # frame height in pixels (after rotation metadata); set by subclasses
+    width: int  # frame width in pixels (after rotation metadata)
+    fps: float  # frames per second (metadata, or the value given when opening)
 
     @abstractmethod
     def __len__(self) -> int: ...
-
-    @property
-    @abstractmethod
-    def height(self) -> int:
-        """Frame height in pixels (after rotation metadata)."""
-
-    @property
-    @abstractmethod
-    def width(self) -> int:
-        """Frame width in pixels (after rotation metadata)."""
-
-    @property
-    @abstractmethod
-    def fps(self) -> float:
-        """Frames per second (metadata, or the value given when opening)."""
 
     @abstractmethod
     def _read(self, index: int) -> np.ndarray:
@@ -209,30 +197,18 @@ class ArraySource(FrameSource):
         self._frames = frames
         self.name = f"<{len(frames)} frames in memory>"
         first = self._read(0)
-        self._height, self._width = first.shape[:2]
-        self._fps = float(fps) if fps else DEFAULT_FPS
+        self.height, self.width = first.shape[:2]
+        self.fps = float(fps) if fps else DEFAULT_FPS
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
     def _read(self, index: int) -> np.ndarray:
         frame = _as_rgb_uint8(self._frames[index], f"frame {index}")
-        if index and frame.shape[:2] != (self._height, self._width):
+        if index and frame.shape[:2] != (self.height, self.width):
             raise ValueError(
                 f"frame {index} is {frame.shape[1]}x{frame.shape[0]}, but frame 0 is "
-                f"{self._width}x{self._height}; all frames must have the same size"
+                f"{self.width}x{self.height}; all frames must have the same size"
             )
         return readonly_view(frame)
 
@@ -275,23 +251,11 @@ class FolderSource(FrameSource):
         self._cache = FrameCache(cache_size)
         self._lock = threading.Lock()
         with Image.open(self.paths[0]) as img:
-            self._width, self._height = img.size
-        self._fps = float(fps) if fps else DEFAULT_FPS
+            self.width, self.height = img.size
+        self.fps = float(fps) if fps else DEFAULT_FPS
 
     def __len__(self) -> int:
         return len(self.paths)
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
-    def fps(self) -> float:
-        return self._fps
 
     def _read(self, index: int) -> np.ndarray:
         with self._lock:
@@ -304,10 +268,10 @@ class FolderSource(FrameSource):
                 frame = np.asarray(img.convert("RGB"))
         except OSError as exc:
             raise ValueError(f"cannot read frame {index} ({path}): {exc}") from exc
-        if frame.shape[:2] != (self._height, self._width):
+        if frame.shape[:2] != (self.height, self.width):
             raise ValueError(
                 f"{path} is {frame.shape[1]}x{frame.shape[0]}, but {self.paths[0].name} is "
-                f"{self._width}x{self._height}; all frames must have the same size"
+                f"{self.width}x{self.height}; all frames must have the same size"
             )
         frame = readonly_view(frame)
         with self._lock:
