@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "SAM2AutomaticMaskGenerator": "sam2ui.core.automatic_mask_generator",
     "SAM2ImagePredictor": "sam2ui.core.image_predictor",
+    "SAM2VideoPredictor": "sam2ui.core.video_predictor",
     "get_config": "sam2ui.core.config",
     "variant_names": "sam2ui.core.config",
 }
@@ -23,6 +24,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "SAM2AutomaticMaskGenerator",
     "SAM2ImagePredictor",
+    "SAM2VideoPredictor",
     "__version__",
     "get_config",
     "variant_names",
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from sam2ui.core.automatic_mask_generator import SAM2AutomaticMaskGenerator
     from sam2ui.core.config import get_config, variant_names
     from sam2ui.core.image_predictor import SAM2ImagePredictor
+    from sam2ui.core.video_predictor import SAM2VideoPredictor
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ from .hub import CheckpointUnavailableError, download_checkpoint
 from .image_predictor import SAM2ImagePredictor
 from .modeling import SAM2Model
 from .modeling.common import set_onednn_linear
+from .video_predictor import SAM2VideoPredictor
 
 __all__ = [
     "VARIANTS",
@@ -17,6 +18,7 @@ __all__ = [
     "SAM2Config",
     "SAM2ImagePredictor",
     "SAM2Model",
+    "SAM2VideoPredictor",
     "build_sam2",
     "download_checkpoint",
     "get_config",
