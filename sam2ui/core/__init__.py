@@ -6,20 +6,26 @@ from .checkpoint import infer_variant, load_sam2, read_state_dict
 from .config import VARIANTS, HieraConfig, SAM2Config, get_config, variant_names
 from .hub import CheckpointUnavailableError, download_checkpoint
 from .image_predictor import SAM2ImagePredictor
+from .model_cache import ModelCache, default_model_cache
 from .modeling import SAM2Model
 from .modeling.common import set_onednn_linear
+from .sessions import SessionManager, SessionNotFound
 from .video_predictor import SAM2VideoPredictor
 
 __all__ = [
     "VARIANTS",
     "CheckpointUnavailableError",
     "HieraConfig",
+    "ModelCache",
     "SAM2AutomaticMaskGenerator",
     "SAM2Config",
     "SAM2ImagePredictor",
     "SAM2Model",
     "SAM2VideoPredictor",
+    "SessionManager",
+    "SessionNotFound",
     "build_sam2",
+    "default_model_cache",
     "download_checkpoint",
     "get_config",
     "infer_variant",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from .masks import fill_holes
 from .modeling import SAM2Model
 from .modeling.tracking import NO_OBJECT_LOGIT, PointPrompt, encode_memory, non_overlapping
 from .modeling.tracking import track_step as model_track_step
+from .video_edits import FrameMasks, PromptRemovalMixin
 from .video_io import VideoInput, open_frames, preprocess_frame
 from .video_state import (
     MEMORY_STORAGE_DTYPE,
@@ -44,13 +45,14 @@ from .video_state import (
     mask_prompt,
 )
 
-FrameMasks = tuple[int, list[ObjectId], torch.Tensor]  # (frame_idx, obj_ids, (N, 1, H, W))
+if TYPE_CHECKING:
+    from .video_stream import VideoStream
 
 # Previous mask logits fed back with correction clicks are clamped to this range.
 PREV_LOGIT_CLAMP = 32.0
 
 
-class SAM2VideoPredictor:
+class SAM2VideoPredictor(PromptRemovalMixin):
     """Track objects through a video from clicks, boxes or masks on some of its frames.
 
     Args:
@@ -64,6 +66,9 @@ class SAM2VideoPredictor:
         add_all_frames_to_correct_as_cond: a prompt on an already tracked frame makes it a
             conditioning frame (default True; the reference defaults to False).
         feature_cache_size: how many frames' image features each session keeps.
+        keep_all_memories: keep every tracked frame's memory features, pointer and low-res
+            logits; by default only what the model still reads is kept (same masks, bounded
+            memory, see :mod:`~sam2ui.core.video_memory`).
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class SAM2VideoPredictor:
         clear_non_cond_mem_around_input: bool = False,
         add_all_frames_to_correct_as_cond: bool = True,
         feature_cache_size: int = 4,
+        keep_all_memories: bool = False,
     ) -> None:
         if not isinstance(model, SAM2Model):
             raise TypeError(f"model must be a SAM2Model, got {type(model).__name__}")
@@ -87,6 +93,7 @@ class SAM2VideoPredictor:
         self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.feature_cache_size = feature_cache_size
+        self.keep_all_memories = keep_all_memories
 
     @classmethod
     def from_pretrained(
@@ -134,14 +141,32 @@ class SAM2VideoPredictor:
         if len(source) == 0:
             raise ValueError("the video has no frames")
         storage = torch.device("cpu") if offload_state_to_cpu else self.device
-        session = VideoSession(source, self.device, storage, self.feature_cache_size)
+        session = VideoSession(
+            source, self.device, storage, self.model.config, self.feature_cache_size
+        )
         self._frame_features(session, 0)  # warm up on the first frame, like the reference
         return session
+
+    @torch.inference_mode()
+    def init_stream(
+        self, first_frame: Any, offload_state_to_cpu: bool = False, keep_results: bool = False
+    ) -> VideoStream:
+        """Start a live session on ``first_frame`` ((H, W, 3) uint8 RGB, frame 0); push the
+        following frames with :meth:`VideoStream.push` (see :mod:`~sam2ui.core.video_stream`)."""
+        from .video_stream import StreamSession, StreamSource, VideoStream
+
+        source = StreamSource(first_frame, hold=self.feature_cache_size)
+        storage = torch.device("cpu") if offload_state_to_cpu else self.device
+        cfg, cache = self.model.config, self.feature_cache_size
+        session = StreamSession(source, self.device, storage, cfg, cache)
+        self._frame_features(session, 0)
+        return VideoStream(self, session, keep_results)
 
     @torch.inference_mode()
     def reset_state(self, session: VideoSession) -> None:
         """Forget every object, prompt and result of the session (frames stay open)."""
         session.objects.clear()
+        session.results.clear()
 
     def _frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
         """Image features of one frame, computed on a cache miss."""
@@ -213,7 +238,12 @@ class SAM2VideoPredictor:
         prev_logits = None
         if points is not None:
             prev = obj.latest_output(frame_idx, is_cond)
-            if prev is not None:
+            if prev is not None and prev.mask_logits is None:
+                # Logits pruned from a tracked frame: track it again from what memory is held.
+                prev = self._run_frame(session, obj, frame_idx, False, None, None, reverse, False)[
+                    0
+                ]
+            if prev is not None and prev.mask_logits is not None:
                 prev_logits = prev.mask_logits.to(self.device)
                 prev_logits = prev_logits.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP)
         out, _ = self._run_frame(
@@ -239,7 +269,8 @@ class SAM2VideoPredictor:
         feats = self._frame_features(session, frame_idx)
         step = model_track_step(
             self.model, frame_idx, is_init, feats.levels, feats.pos_enc,
-            session.memory(obj.outputs.cond), session.memory(obj.outputs.non_cond),
+            session.memory(obj.outputs.cond),
+            session.memory(obj.outputs.non_cond, (frame_idx, reverse)),
             session.num_frames,
             points=None if points is None else PointPrompt(points.coords, points.labels),
             mask_inputs=mask, reverse=reverse, run_memory_encoder=run_memory_encoder,
@@ -275,13 +306,18 @@ class SAM2VideoPredictor:
         rows = []
         for obj in session.objects.values():
             out = obj.latest_output(frame_idx, is_cond)
-            if out is None:
-                rows.append(torch.full((1, 1, h, w), NO_OBJECT_LOGIT, device=self.device))
-            else:
+            kept = session.results.get(frame_idx, obj.obj_id)
+            if out is not None and out.mask_logits is not None:
                 rows.append(self._to_video_res(session, out.mask_logits.to(self.device)))
+            elif kept is not None:  # output pruned: the kept mask as logits of +-10
+                rows.append(torch.from_numpy(kept)[None, None].float().to(self.device) * 20 - 10)
+            else:
+                rows.append(torch.full((1, 1, h, w), NO_OBJECT_LOGIT, device=self.device))
         if not rows:
             return torch.zeros(0, 1, h, w, device=self.device)
-        return self._finish(torch.cat(rows, dim=0))
+        masks = self._finish(torch.cat(rows, dim=0))
+        session.results.put(frame_idx, session.obj_ids, masks)
+        return masks
 
     def _to_video_res(self, session: VideoSession, logits: torch.Tensor) -> torch.Tensor:
         size = (session.video_height, session.video_width)
@@ -304,7 +340,7 @@ class SAM2VideoPredictor:
             for is_cond in (False, True):
                 temp = obj.temp.side(is_cond)
                 for frame_idx, out in temp.items():
-                    if out.memory_features is None:
+                    if out.memory_features is None and out.mask_logits is not None:
                         high_res = F.interpolate(
                             out.mask_logits.to(self.device),
                             size=(size, size),
@@ -356,75 +392,28 @@ class SAM2VideoPredictor:
             order = range(start, max(start - span, 0) - 1, -1) if start > 0 else range(0)
         else:
             order = range(start, min(start + span, session.num_frames - 1) + 1)
-        obj_ids = session.obj_ids
         for frame_idx in order:
-            rows = []
-            for obj in session.objects.values():
-                stored = obj.outputs.cond.get(frame_idx)
-                if stored is not None:
-                    logits = stored.mask_logits.to(self.device)
-                    if self.clear_non_cond_mem_around_input:
-                        self._clear_memory_around(session, obj, frame_idx)
-                else:
-                    out, logits = self._run_frame(
-                        session, obj, frame_idx, False, None, None, reverse, True
-                    )
-                    obj.outputs.non_cond[frame_idx] = out
-                obj.tracked[frame_idx] = reverse
-                rows.append(logits)
-            yield frame_idx, obj_ids, self._finish(self._to_video_res(session, torch.cat(rows)))
+            yield frame_idx, session.obj_ids, self._track_frame(session, frame_idx, reverse)
 
-    # ------------------------------------------------------------------ removing prompts
-    @torch.inference_mode()
-    def clear_all_prompts_in_frame(
-        self,
-        inference_state: VideoSession,
-        frame_idx: int,
-        obj_id: ObjectId,
-        need_output: bool = True,
-    ) -> FrameMasks | None:
-        """Remove ``obj_id``'s prompts on a frame; its result there (if tracked) becomes an
-        ordinary tracked frame. Returns the frame's masks when ``need_output``."""
-        session = inference_state
-        frame_idx = session.check_frame(frame_idx)
-        obj = session.object(obj_id)
-        obj.points.pop(frame_idx, None)
-        obj.masks.pop(frame_idx, None)
-        obj.temp.cond.pop(frame_idx, None)
-        obj.temp.non_cond.pop(frame_idx, None)
-        out = obj.outputs.cond.pop(frame_idx, None)
-        if out is not None:
-            obj.outputs.non_cond[frame_idx] = out
-            obj.tracked.pop(frame_idx, None)
-        if not need_output:
-            return None
-        is_cond = any(frame_idx in o.temp.cond for o in session.objects.values())
-        return frame_idx, session.obj_ids, self._frame_masks(session, frame_idx, is_cond)
-
-    @torch.inference_mode()
-    def remove_object(
-        self,
-        inference_state: VideoSession,
-        obj_id: ObjectId,
-        strict: bool = False,
-        need_output: bool = True,
-    ) -> tuple[list[ObjectId], list[tuple[int, torch.Tensor]]]:
-        """Drop an object. Returns the remaining ids and, when ``need_output``, the updated
-        masks (frame_idx, (N, 1, H, W)) of the frames it had prompts on. An unknown id is
-        ignored, or a RuntimeError when ``strict``."""
-        session = inference_state
-        obj = session.objects.get(obj_id)
-        if obj is None:
-            if strict:
-                raise RuntimeError(
-                    f"cannot remove object id {obj_id!r}: no such object (ids: {session.obj_ids})"
+    def _track_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """Track every object on one frame (conditioning frames give their stored output),
+        prune what the model no longer reads, record and return the (N, 1, H, W) masks."""
+        rows = []
+        for obj in session.objects.values():
+            stored = obj.outputs.cond.get(frame_idx)
+            if stored is not None and stored.mask_logits is not None:
+                logits = stored.mask_logits.to(self.device)
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_memory_around(session, obj, frame_idx)
+            else:
+                out, logits = self._run_frame(
+                    session, obj, frame_idx, False, None, None, reverse, True
                 )
-            return session.obj_ids, []
-        prompted = sorted(set(obj.points) | set(obj.masks))
-        del session.objects[obj_id]
-        updated: list[tuple[int, torch.Tensor]] = []
-        if need_output and session.objects:
-            for frame_idx in prompted:
-                is_cond = any(frame_idx in o.temp.cond for o in session.objects.values())
-                updated.append((frame_idx, self._frame_masks(session, frame_idx, is_cond)))
-        return session.obj_ids, updated
+                obj.outputs.non_cond[frame_idx] = out
+            if not self.keep_all_memories:
+                session.window.prune(obj.outputs.non_cond, frame_idx, reverse)
+            obj.tracked[frame_idx] = reverse
+            rows.append(logits)
+        masks = self._finish(self._to_video_res(session, torch.cat(rows)))
+        session.results.put(frame_idx, session.obj_ids, masks)
+        return masks

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import SAM2Config
 from .modeling.tracking import FrameMemory
 from .video_io import FrameSource
+from .video_memory import MemoryWindow, ResultStore
 
 ObjectId = Hashable  # the caller's name for an object (usually an int)
 
@@ -119,10 +121,12 @@ class FrameOutput:
 
     ``mask_logits``: (1, 1, S/4, S/4) float32, after hole filling; ``obj_ptr``: (1, C);
     ``object_score_logits``: (1, 1); ``memory_features``: (1, mem_dim, h, w) in bfloat16, or
-    None until the memory encoder has run on this output.
+    None until the memory encoder has run on this output. Tracked outputs that fell out of
+    the model's memory reach keep only the pointer and score (logits and features None; see
+    :mod:`sam2ui.core.video_memory`).
     """
 
-    mask_logits: torch.Tensor
+    mask_logits: torch.Tensor | None
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
     memory_features: torch.Tensor | None
@@ -130,17 +134,32 @@ class FrameOutput:
 
 class MemoryView(Mapping[int, FrameMemory]):
     """Read-only view of frame outputs as the model's :class:`FrameMemory`, upcasting the
-    stored bfloat16 features to float32 (and moving them to ``device``) only when read."""
+    stored bfloat16 features to float32 (and moving them to ``device``) only when read.
+
+    With ``reader`` = (frame index, reverse, window), outputs whose memory features were
+    pruned look absent where the model would read features when tracking that frame, and
+    elsewhere (where only their pointer is read) carry an empty placeholder as features.
+    """
 
     def __init__(
-        self, outputs: Mapping[int, FrameOutput], pos_enc: torch.Tensor | None, device: torch.device
+        self,
+        outputs: Mapping[int, FrameOutput],
+        pos_enc: torch.Tensor | None,
+        device: torch.device,
+        reader: tuple[int, bool, MemoryWindow] | None = None,
     ) -> None:
         self._outputs = outputs
         self._pos_enc = pos_enc
         self._device = device
+        self._reader = reader
 
     def __getitem__(self, frame_idx: int) -> FrameMemory:
         out = self._outputs[frame_idx]
+        if out.memory_features is None and self._reader is not None:
+            current, reverse, window = self._reader
+            if window.hides(current, reverse, frame_idx):
+                raise KeyError(frame_idx)
+            return FrameMemory(torch.empty(0), torch.empty(0), out.obj_ptr)
         if out.memory_features is None or self._pos_enc is None:
             raise RuntimeError(f"frame {frame_idx} has no encoded memory")
         feats = out.memory_features.to(self._device, non_blocking=True).float()
@@ -258,6 +277,7 @@ class VideoSession:
         source: FrameSource,
         device: torch.device,
         storage_device: torch.device,
+        model_config: SAM2Config,
         feature_cache_size: int = 4,
     ) -> None:
         self.source = source
@@ -267,6 +287,9 @@ class VideoSession:
         self.device = device
         self.storage_device = storage_device
         self.features = FeatureCache(feature_cache_size)
+        self.window = MemoryWindow.for_model(model_config, self.num_frames)
+        # The masks handed out, bit-packed at video resolution, by frame and object.
+        self.results = ResultStore()
         self.objects: dict[ObjectId, ObjectState] = {}
         # Position encoding of memory features: the same for every frame and object.
         self.memory_pos_enc: torch.Tensor | None = None
@@ -295,6 +318,10 @@ class VideoSession:
             )
         return idx
 
-    def memory(self, outputs: Mapping[int, FrameOutput]) -> MemoryView:
-        """``outputs`` as the model reads them (see :class:`MemoryView`)."""
-        return MemoryView(outputs, self.memory_pos_enc, self.device)
+    def memory(
+        self, outputs: Mapping[int, FrameOutput], reader: tuple[int, bool] | None = None
+    ) -> MemoryView:
+        """``outputs`` as the model reads them when tracking frame ``reader`` = (frame
+        index, reverse) (see :class:`MemoryView`)."""
+        at = None if reader is None else (reader[0], reader[1], self.window)
+        return MemoryView(outputs, self.memory_pos_enc, self.device, at)
