@@ -197,6 +197,28 @@ def _to_numpy(value: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- segment
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model/--checkpoint (one or the other), --device and --dtype, shared by the commands."""
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"hub id or variant name, e.g. sam2.1-hiera-small (default: {DEFAULT_MODEL})",
+    )
+    weights.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help="local weights instead: a Meta .pt file or a transformers-format folder",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where to run (default: auto)"
+    )
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="compute precision (default: float32)"
+    )
+
+
 def _add_segment(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "segment",
@@ -240,24 +262,7 @@ def _add_segment(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="OVERLAY.png",
         help="also write the image with the mask and prompts drawn on it",
     )
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--model",
-        metavar="NAME",
-        help=f"hub id or variant name, e.g. sam2.1-hiera-small (default: {DEFAULT_MODEL})",
-    )
-    weights.add_argument(
-        "--checkpoint",
-        type=Path,
-        metavar="PATH",
-        help="local weights instead: a Meta .pt file or a transformers-format folder",
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="where to run (default: auto)"
-    )
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="compute precision (default: float32)"
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--multimask",
         action="store_true",
@@ -700,24 +705,7 @@ def _add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="track at most N frames beyond the start frame in each direction (default: all)",
     )
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument(
-        "--model",
-        metavar="NAME",
-        help=f"hub id or variant name, e.g. sam2.1-hiera-small (default: {DEFAULT_MODEL})",
-    )
-    weights.add_argument(
-        "--checkpoint",
-        type=Path,
-        metavar="PATH",
-        help="local weights instead: a Meta .pt file or a transformers-format folder",
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="where to run (default: auto)"
-    )
-    parser.add_argument(
-        "--dtype", choices=DTYPES, default="float32", help="compute precision (default: float32)"
-    )
+    add_model_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_track, command_parser=parser)
 
