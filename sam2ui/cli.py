@@ -197,6 +197,22 @@ def _to_numpy(value: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- segment
 
 
+def add_prompt_options(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """--point (repeatable) and --box for one object; ``where`` names the frame they are on."""
+    parser.add_argument(
+        "--point",
+        dest="points",
+        type=parse_point,
+        action="append",
+        default=[],
+        metavar="X,Y[,LABEL]",
+        help=f"a click{where}; LABEL 1 (default) marks the object, 0 background; repeatable",
+    )
+    parser.add_argument(
+        "--box", type=parse_box, metavar="X0,Y0,X1,Y1", help=f"a box around the object{where}"
+    )
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model/--checkpoint (one or the other), --device and --dtype, shared by the commands."""
     weights = parser.add_mutually_exclusive_group()
@@ -241,18 +257,7 @@ def _add_segment(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", type=Path, metavar="IMAGE", help="image file to segment")
-    parser.add_argument(
-        "--point",
-        dest="points",
-        type=parse_point,
-        action="append",
-        default=[],
-        metavar="X,Y[,LABEL]",
-        help="a click; LABEL 1 (default) marks the object, 0 marks background; repeatable",
-    )
-    parser.add_argument(
-        "--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="a box around the object"
-    )
+    add_prompt_options(parser)
     parser.add_argument(
         "--out", type=Path, required=True, metavar="MASK.png", help="where to write the mask"
     )
@@ -666,18 +671,7 @@ def _add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE.json",
         help="prompts for one or more objects (see above), instead of --point/--box",
     )
-    parser.add_argument(
-        "--point",
-        dest="points",
-        type=parse_point,
-        action="append",
-        default=[],
-        metavar="X,Y[,LABEL]",
-        help="a click on --frame; LABEL 1 (default) marks the object, 0 background; repeatable",
-    )
-    parser.add_argument(
-        "--box", type=parse_box, metavar="X0,Y0,X1,Y1", help="a box around the object on --frame"
-    )
+    add_prompt_options(parser, where=" on --frame")
     parser.add_argument(
         "--frame",
         type=int,
