@@ -9,6 +9,8 @@
 #   3. Meta's reference `sam2` 1.1.0 for the parity tests, from its sdist without the CUDA
 #      extension and without its dependencies (it asks for torchvision, which has no build for
 #      this torch; tests/_stubs stands in for the few pieces it imports).
+#   4. Debian's chromium for the browser tests (Playwright drives it; it cannot download a
+#      browser of its own here). Needs root or sudo; skipped when chromium is already there.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,4 +52,13 @@ else
     # dependencies hydra-core, iopath and tqdm come with the dev extra above.
     pip_install "setuptools>=70.1"
     SAM2_BUILD_CUDA=0 pip_install --no-build-isolation --no-deps "sam2==$SAM2_VERSION"
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+    echo "chromium already installed"
+else
+    SUDO=""
+    if [[ "$(id -u)" != "0" ]]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
 fi

@@ -51,3 +51,64 @@ def meta_checkpoint(tmp_path_factory: pytest.TempPathFactory):
         return cache[key]
 
     return factory
+
+
+# ---------------------------------------------------------------------------- browser tests
+# Debian's chromium driven by Playwright for Python (Playwright cannot fetch its own browser
+# here). scripts/install-test-deps.sh installs both; a missing browser is a failure, not a skip,
+# so CI cannot pass without running these tests.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Screenshots of failed browser tests land here (kept by CI as test artifacts).
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    """A headless Debian chromium (``playwright.sync_api.Browser``) shared by the session."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.fail("chromium is not installed; run scripts/install-test-deps.sh")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium_browser, request: pytest.FixtureRequest):
+    """A fresh page (own context); a screenshot goes to test-artifacts/ if the test fails."""
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = request.node.nodeid.replace("/", "_").replace("::", "-")
+        try:
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        except Exception as exc:  # a crashed page: the failure itself is what matters
+            print(f"could not save a screenshot: {exc}")
+    context.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the item, so fixtures can tell a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
