@@ -1,5 +1,6 @@
 """The sam2ui engine: SAM 2 / SAM 2.1 in PyTorch, with no UI dependencies."""
 
+from .annotation import AnnotatedObject, Candidate, Click, ImageAnnotator
 from .automatic_mask_generator import SAM2AutomaticMaskGenerator
 from .build import build_sam2
 from .checkpoint import infer_variant, load_sam2, read_state_dict
@@ -10,13 +11,20 @@ from .model_cache import ModelCache, default_model_cache
 from .modeling import SAM2Model
 from .modeling.common import set_onednn_linear
 from .sessions import SessionManager, SessionNotFound
+from .video_annotator import FramePrompts, PropagationStep, VideoAnnotator, VideoObject
 from .video_predictor import SAM2VideoPredictor
 
 __all__ = [
     "VARIANTS",
+    "AnnotatedObject",
+    "Candidate",
     "CheckpointUnavailableError",
+    "Click",
+    "FramePrompts",
     "HieraConfig",
+    "ImageAnnotator",
     "ModelCache",
+    "PropagationStep",
     "SAM2AutomaticMaskGenerator",
     "SAM2Config",
     "SAM2ImagePredictor",
@@ -24,6 +32,8 @@ __all__ = [
     "SAM2VideoPredictor",
     "SessionManager",
     "SessionNotFound",
+    "VideoAnnotator",
+    "VideoObject",
     "build_sam2",
     "default_model_cache",
     "download_checkpoint",
