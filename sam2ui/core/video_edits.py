@@ -30,7 +30,8 @@ class PromptRemovalMixin:
         need_output: bool = True,
     ) -> FrameMasks | None:
         """Remove ``obj_id``'s prompts on a frame; its result there (if tracked) becomes an
-        ordinary tracked frame. Returns the frame's masks when ``need_output``."""
+        ordinary tracked frame, otherwise the object has no mask there any more. Returns the
+        frame's masks when ``need_output``."""
         session = inference_state
         frame_idx = session.check_frame(frame_idx)
         obj = session.object(obj_id)
@@ -42,6 +43,9 @@ class PromptRemovalMixin:
         if out is not None:
             obj.outputs.non_cond[frame_idx] = out
             obj.tracked.pop(frame_idx, None)
+        elif frame_idx not in obj.outputs.non_cond:
+            # Prompted but never tracked: the prompt's mask must not outlive the prompt.
+            session.results.discard(frame_idx, obj.obj_id)
         if not need_output:
             return None
         is_cond = any(frame_idx in o.temp.cond for o in session.objects.values())

@@ -10,13 +10,18 @@ travel) only:
   (15 for SAM 2 on a video of 16 frames or more), see ``_object_pointers``;
 * everything of every conditioning (prompted) frame.
 
-:class:`MemoryWindow` prunes a session's tracked (non-conditioning) outputs to exactly that
-after each tracked frame: the memory features and low-res logits of frames beyond the memory
-reach are dropped first, the pointer (and object score) later, when it leaves the pointer
-reach. Outputs ahead of the current frame (left by an earlier pass in the other direction)
-are not touched: the pass overwrites them before it reads them, and a later pass the other
-way may read them. Since nothing the model reads is removed, tracking gives bit-identical
-masks with and without pruning.
+:class:`MemoryWindow` prunes a session's tracked (non-conditioning) outputs after each
+tracked frame to what the model reads when it tracks the next frame or corrects the frame
+just tracked (a click on it reads the memories behind it, like tracking it did): the memory
+features and low-res logits of frames more than the memory reach behind the current frame
+are dropped first, the pointer (and object score) later, when it leaves the pointer reach.
+That is 7 memory features and 16 pointers at most (for SAM 2), one more of each than the
+next frame reads. Outputs ahead of the current frame (left by an earlier pass in the other
+direction) are not touched: the pass overwrites them before it reads them, and a later pass
+the other way may read them. Since nothing the model reads is removed, tracking, and a
+correction on the frame tracked last, give bit-identical masks with and without pruning. A
+correction on an earlier frame, or a pass started in mid-video, reads only what is still
+held there (the reference keeps every frame's memory; ``keep_all_memories`` does too).
 
 The masks handed out are kept for later use (exports, re-display) as bit-packed boolean masks
 at video resolution (:class:`ResultStore`), one bit a pixel.
@@ -72,15 +77,17 @@ class MemoryWindow:
 
     def prune(self, outputs: dict[int, FrameOutput], frame_idx: int, reverse: bool) -> None:
         """After tracking ``frame_idx``: keep of ``outputs`` (tracked frames by index) only
-        what the frames after it (in the direction of travel) can read."""
+        what the frames after it (in the direction of travel) or a correction on
+        ``frame_idx`` itself can read."""
         for t in list(outputs):
             behind = (t - frame_idx) if reverse else (frame_idx - t)
             if behind < 0:
                 continue  # ahead: left by another pass, overwritten before it is read
-            distance = behind + 1  # from the next frame
-            if distance > self.reach:
+            # Measured from frame_idx, not from the next frame: a correction on frame_idx
+            # reads one frame farther back than tracking the next frame does.
+            if behind > self.reach:
                 del outputs[t]
-            elif distance > self.memory_reach:
+            elif behind > self.memory_reach:
                 out = outputs[t]
                 if out.memory_features is not None or out.mask_logits is not None:
                     outputs[t] = replace(out, memory_features=None, mask_logits=None)
@@ -161,6 +168,10 @@ class ResultStore:
 
     def drop_frame(self, frame_idx: int) -> None:
         self._frames.pop(frame_idx, None)
+
+    def discard(self, frame_idx: int, obj_id: Hashable) -> None:
+        """Forget one object's mask on one frame (nothing happens when there is none)."""
+        self._frames.get(frame_idx, {}).pop(obj_id, None)
 
     def clear(self) -> None:
         self._frames.clear()

@@ -67,8 +67,10 @@ class SAM2VideoPredictor(PromptRemovalMixin):
             conditioning frame (default True; the reference defaults to False).
         feature_cache_size: how many frames' image features each session keeps.
         keep_all_memories: keep every tracked frame's memory features, pointer and low-res
-            logits; by default only what the model still reads is kept (same masks, bounded
-            memory, see :mod:`~sam2ui.core.video_memory`).
+            logits; by default only what the model still reads is kept (bounded memory, the
+            same masks when tracking and when correcting the frame tracked last; a
+            correction farther back reads only what is held, see
+            :mod:`~sam2ui.core.video_memory`).
     """
 
     def __init__(

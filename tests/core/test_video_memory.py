@@ -94,10 +94,11 @@ def test_pruned_tracking_is_identical_and_bounded(model, video, offline):
         assert torch.equal(ref, pruned[t]), f"frame {t} differs"
         frac = (ref > 0).float().mean().item()
         assert 0.005 < frac < 0.9, (t, frac)  # a real mask
-    # Frame t has t tracked outputs until the windows are full: 6 features, 15 pointers.
+    # Frame t has t tracked outputs until the windows are full: 7 features, 16 pointers (what
+    # the next frame reads, and one more of each for a correction on frame t).
     for t, (features, pointers, _) in counts.items():
-        assert (features, pointers) == (min(t, 6), min(t, 15)), t
-    assert len({counts[t][2] for t in range(15, NUM_FRAMES)}) == 1  # constant bytes
+        assert (features, pointers) == (min(t, 7), min(t, 16)), t
+    assert len({counts[t][2] for t in range(16, NUM_FRAMES)}) == 1  # constant bytes
     features, pointers, _ = stored_counts(state.objects[1].outputs.non_cond)
     assert (features, pointers) == (NUM_FRAMES - 1, NUM_FRAMES - 1)
     assert session.results.nbytes == NUM_FRAMES * (HEIGHT * WIDTH // 8)
@@ -119,7 +120,7 @@ def test_stream_matches_offline(offline, video):
     assert len(s.features) <= 4 and len(s.source._frames) == 4
     assert all(len(obj.tracked) <= 4 for obj in s.objects.values())
     assert s.results.frame_indices == list(range(NUM_FRAMES - 4, NUM_FRAMES))
-    assert stored_counts(s.objects[1].outputs.non_cond)[:2] == (6, 15)
+    assert stored_counts(s.objects[1].outputs.non_cond)[:2] == (7, 16)
     with pytest.raises(IndexError, match="not held"):
         stream.add_new_points_or_box(1, frame_idx=NUM_FRAMES - 5, **CLICK)
     # A correction on the newest frame becomes a conditioning frame for the next ones.
@@ -146,7 +147,7 @@ def test_correction_after_pruning(offline):
     assert 3 in disc.outputs.cond and disc.outputs.cond[3].memory_features is not None
     assert torch.equal(second[3], fixed) and torch.equal(second[0], first[0])
     assert any(not torch.equal(second[t][0], first[t][0]) for t in range(4, NUM_FRAMES))
-    assert stored_counts(disc.outputs.non_cond)[:2] == (6, 15)
+    assert stored_counts(disc.outputs.non_cond)[:2] == (7, 16)
 
 
 def test_stream_before_any_prompt(model, video):

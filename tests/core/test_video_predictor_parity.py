@@ -329,8 +329,10 @@ def test_objects_prompts_and_removal(small, video_dir):
     # Tracking starts at the first prompted frame of any object (0): "disc" is tracked on
     # frames 0 and 1 too, from its memory of frame 2.
     assert sorted(disc.outputs.cond) == [2]
-    # Frame 0 is out of every window of a later frame (pointers reach 7 back), so pruned.
-    assert sorted(disc.outputs.non_cond) == [1, 3, 4, 5, 6, 7]
+    # Pointers reach 7 frames back on this video; frame 0 is 7 frames behind the frame
+    # tracked last, whose correction would read its pointer, so it is kept.
+    assert sorted(disc.outputs.non_cond) == [0, 1, 3, 4, 5, 6, 7]
+    assert disc.outputs.non_cond[0].memory_features is None  # beyond the memory reach (6)
     assert sorted(session.objects["box"].outputs.non_cond) == list(range(1, NUM_FRAMES))
 
     # Clearing the prompt turns the frame into an ordinary tracked frame.
@@ -350,6 +352,18 @@ def test_objects_prompts_and_removal(small, video_dir):
     assert session.obj_ids == []
 
 
+def test_clearing_an_untracked_prompt_leaves_no_mask(small, video_dir):
+    session = small.init_state(video_dir)
+    small.add_new_points_or_box(session, 0, 1, points=[[25, 30]], labels=[1])
+    _, _, prompted = small.add_new_points_or_box(session, 3, 1, points=[[25, 30]], labels=[1])
+    assert (prompted[0, 0] > 0).any()  # the click gave a mask on frame 3 ...
+    _, ids, cleared = small.clear_all_prompts_in_frame(session, 3, 1)
+    # ... which goes with the click: frame 3 was never tracked, so nothing is left there.
+    assert ids == [1] and not (cleared > 0).any()
+    assert not session.results.get(3, 1).any()
+    assert session.results.get(0, 1).any()  # the other prompted frame keeps its mask
+
+
 def test_from_pretrained_configures_for_video(meta_checkpoint):
     predictor = SAM2VideoPredictor.from_pretrained(
         meta_checkpoint(VARIANT), device="cpu", fill_hole_area=0
@@ -357,3 +371,22 @@ def test_from_pretrained_configures_for_video(meta_checkpoint):
     assert predictor.model.config.binarize_mask_from_pts_for_mem_enc
     assert predictor.fill_hole_area == 0 and predictor.add_all_frames_to_correct_as_cond
     assert predictor.image_size == 1024 and predictor.device == torch.device("cpu")
+
+
+def test_fast_kernels_track_like_the_reference_kernels(ours, video_dir):
+    """The default fast CPU kernels (oneDNN linear layers and blocked attention, including
+    memory attention over ~7k keys here) against the reference's kernels, which the tests
+    above tie to the reference: same tolerance, same masks away from the threshold."""
+    runs = []
+    for fast in (False, True):
+        set_onednn_linear(fast)
+        session = ours.init_state(video_dir)
+        ours.add_new_points_or_box(session, 0, 1, points=[[25.0, 30.0]], labels=[1])
+        ours.add_new_points_or_box(session, 0, 2, box=[58.0, 8.0, 87.0, 37.0])
+        ours.add_new_points_or_box(session, 0, 3, points=[[10.0, 60.0]], labels=[1])
+        runs.append({t: m for t, _, m in ours.propagate_in_video(session)})
+    exact, fast = runs
+    assert sorted(fast) == list(range(NUM_FRAMES))
+    for t in range(NUM_FRAMES):
+        _compare(exact[t], fast[t], f"frame {t}, fast kernels")
+    assert any((exact[t] > 0).any() for t in range(1, NUM_FRAMES))  # not trivially empty
