@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, Linear
+from .common import MLP, Linear, attention
 from .position_encoding import apply_rope, axial_rope_angles
 
 
@@ -110,7 +110,7 @@ class RoPEAttention(Attention):
                 raise ValueError("keys longer than queries need rope_k_repeat")
             k_rot = apply_rope(k[:, :, :n_rope], rot)
             k = torch.cat((k_rot, k[:, :, n_rope:]), dim=2) if num_k_exclude_rope else k_rot
-        return self._merge(F.scaled_dot_product_attention(q, k, v))
+        return self._merge(attention(q, k, v))
 
 
 class ImageKeys(NamedTuple):
