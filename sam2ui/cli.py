@@ -3,9 +3,10 @@
 ``sam2ui segment IMAGE --point X,Y --out mask.png`` segments one object in one image and writes
 the mask as an 8-bit PNG. ``sam2ui track VIDEO --point X,Y --out DIR`` (or ``--prompts
 prompts.json`` for several objects and frames) tracks objects through a video and writes a
-DAVIS PNG zip, an SA-V JSON and an overlay MP4. Every subcommand is one ``_add_*`` function
-in :data:`SUBCOMMANDS` that builds its parser and names its handler, so new commands slot in
-beside the others.
+DAVIS PNG zip, an SA-V JSON and an overlay MP4. ``sam2ui`` with no command (or ``sam2ui
+app``, or only the app's options such as ``sam2ui --port 8000``) starts the Gradio app. Every
+subcommand is one ``_add_*`` function in :data:`SUBCOMMANDS` that builds its parser and names
+its handler, so new commands slot in beside the others.
 
 Only the standard library is imported at module level: numpy, Pillow and torch load inside the
 handler that needs them, so ``sam2ui --help`` and argument errors answer at once.
@@ -1065,11 +1066,55 @@ def _track(
     return 0
 
 
+# --------------------------------------------------------------------------- app
+
+APP_INSTALL_HINT = 'the app needs gradio: pip install "sam2ui[app]"'
+
+
+def _add_app(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sam2ui.app.options import add_app_arguments
+
+    parser = subparsers.add_parser(
+        "app",
+        help="start the web app (the default when no command is given)",
+        description=(
+            "Start the Gradio app: click to segment images, track objects through videos, "
+            "download masks. `sam2ui` with no command, or with only these options, does the "
+            "same. It listens on 127.0.0.1 unless --host says otherwise."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sam2ui\n"
+            "  sam2ui --port 8000 --model sam2.1-hiera-large --device cuda\n"
+            "  sam2ui app --checkpoint sam2.1_hiera_tiny.pt --host 0.0.0.0"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(parser)
+    add_app_arguments(parser, model_options=False)
+    parser.set_defaults(handler=_run_app, command_parser=parser)
+
+
+def _run_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if importlib.util.find_spec("gradio") is None:
+        print(f"{parser.prog}: error: {APP_INSTALL_HINT}", file=sys.stderr)
+        return 1
+    from sam2ui.app import options
+
+    if args.device != "auto" and not _device_available(args.device):
+        parser.error(f"device {args.device!r} is not available on this machine")
+    args.model = _model_source(args, parser)
+    args.checkpoint = None  # resolved into args.model
+    options.launch(options.config_from_args(args))
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_segment,
     _add_track,
+    _add_app,
 ]
 
 
@@ -1086,9 +1131,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (argparse exits with 2 on bad usage)."""
+    """Run the command line; returns the exit status (argparse exits with 2 on bad usage).
+
+    No argument at all, or a first argument that is an option other than --help/--version,
+    means ``app``: ``sam2ui`` alone starts the web app."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in _TOP_LEVEL_FLAGS):
+        argv.insert(0, "app")
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace, argparse.ArgumentParser], int] = args.handler
     return handler(args, args.command_parser)

@@ -131,9 +131,9 @@ def test_reversed_box_is_a_usage_error(
     assert "argument --box: invalid box '50,5,10,40': x1 (10) is left of x0 (50)" in err
 
 
-def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
-    err = _usage_error(capsys, [])
-    assert "the following arguments are required: COMMAND" in err
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    err = _usage_error(capsys, ["segmnet", "photo.jpg"])
+    assert "invalid choice: 'segmnet'" in err
 
 
 def test_out_is_required(capsys: pytest.CaptureFixture[str], image_file: Path) -> None:

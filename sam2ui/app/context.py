@@ -1,0 +1,185 @@
+"""What every handler of one app instance shares: the model, the sessions, the limits.
+
+An :class:`AppContext` uses one :class:`~sam2ui.core.model_cache.ModelCache` (a single model
+serves every user), one :class:`~sam2ui.core.sessions.SessionManager` (each browser tab's
+annotators, keyed by unguessable ids), a semaphore that bounds how many model calls run at
+once, and a background thread that closes sessions left idle. It imports no gradio, so the
+handlers built on it are plain functions that tests call directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sam2ui.core import CheckpointUnavailableError, ModelCache, SessionManager, SessionNotFound
+from sam2ui.core.model_cache import default_model_cache, image_predictor, video_predictor
+
+from .options import AppConfig
+
+__all__ = ["AppContext", "UserError"]
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """Something the user can fix; the message is shown in the UI as is."""
+
+
+class AppContext:
+    """Shared state of one app: model cache, sessions, model-work limit, idle eviction.
+
+    Args:
+        config: the app's settings.
+        cache: the model cache (default: the process-wide one that the notebook widgets and
+            the command line also use, so one kernel holds one model; tests pass their own).
+        sessions: the session registry (default: one sized from ``config``).
+    """
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        cache: ModelCache | None = None,
+        sessions: SessionManager | None = None,
+    ) -> None:
+        self.config = config
+        self.cache = cache if cache is not None else default_model_cache()
+        budget = config.memory_budget_mb
+        self.sessions = sessions or SessionManager(
+            None if budget is None else int(budget * 2**20), max_sessions=config.max_sessions
+        )
+        self.model_error: str | None = None
+        self._gate = threading.BoundedSemaphore(config.model_workers)
+        self._owners: dict[str, set[str]] = defaultdict(set)  # browser session -> engine ids
+        self._owners_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ model
+    @property
+    def device(self) -> str | None:
+        return None if self.config.device == "auto" else self.config.device
+
+    def load_model(self) -> bool:
+        """Load the shared model now; on failure keep a message in ``model_error`` (shown by
+        the UI) instead of raising. Returns whether the model is ready."""
+        try:
+            self.cache.get_model(self.config.model, self.device, self.config.dtype)
+        except (CheckpointUnavailableError, FileNotFoundError, ValueError, RuntimeError) as err:
+            self.model_error = (
+                f"The model {self.config.model!r} could not be loaded: {err}"
+                if not isinstance(err, CheckpointUnavailableError)
+                else f"The model weights are not available: {err}"
+            )
+            log.warning("%s", self.model_error)
+            return False
+        self.model_error = None
+        return True
+
+    def _check_model(self) -> None:
+        if self.model_error is not None and not self.load_model():
+            raise UserError(self.model_error)
+
+    def image_predictor(self) -> Any:
+        """A new image predictor on the shared model (UserError when it cannot be loaded)."""
+        self._check_model()
+        try:
+            return image_predictor(
+                self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
+            )
+        except CheckpointUnavailableError as err:
+            self.model_error = f"The model weights are not available: {err}"
+            raise UserError(self.model_error) from err
+
+    def video_predictor(self) -> Any:
+        """A video predictor on the shared model's video view."""
+        self._check_model()
+        try:
+            return video_predictor(
+                self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
+            )
+        except CheckpointUnavailableError as err:
+            self.model_error = f"The model weights are not available: {err}"
+            raise UserError(self.model_error) from err
+
+    @contextmanager
+    def model_work(self) -> Iterator[None]:
+        """Hold one of the ``model_workers`` slots: every model call runs inside this, so
+        many users share the model without oversubscribing the device."""
+        with self._gate:
+            yield
+
+    # ------------------------------------------------------------------ sessions
+    def create_session(self, state: Any, kind: str, owner: str | None = None) -> str:
+        """Register ``state``; ``owner`` (the browser session) gets it closed on unload."""
+        session_id = self.sessions.create(state, kind)
+        if owner:
+            with self._owners_lock:
+                self._owners[owner].add(session_id)
+        return session_id
+
+    @contextmanager
+    def use(self, session_id: str | None, kind: str) -> Iterator[Any]:
+        """The session's state, held exclusively for the block; a missing, expired or
+        foreign-kind session is a :class:`UserError` telling the user what to do."""
+        what = "an image" if kind == "image" else "a video"
+        if not session_id:
+            raise UserError(f"Upload {what} first.")
+        try:
+            with self.sessions.use(session_id) as session:
+                if session.kind != kind:
+                    raise UserError(f"Upload {what} first.")
+                yield session.state
+        except SessionNotFound:
+            raise UserError(
+                f"This session has ended (closed, or idle for more than "
+                f"{self.config.idle_timeout_s / 60:g} minutes); upload {what} again."
+            ) from None
+
+    def close_session(self, session_id: str | None) -> None:
+        """End one session if it is still live (never raises)."""
+        if not session_id:
+            return
+        with suppress(SessionNotFound):
+            self.sessions.close(session_id)
+        with self._owners_lock:
+            for ids in self._owners.values():
+                ids.discard(session_id)
+
+    def close_owner(self, owner: str | None) -> int:
+        """End every session of a browser session (its tab was closed); how many."""
+        if not owner:
+            return 0
+        with self._owners_lock:
+            ids = self._owners.pop(owner, set())
+        for session_id in ids:
+            self.close_session(session_id)
+        return len(ids)
+
+    # ------------------------------------------------------------------ idle eviction
+    def start_reaper(self, interval_s: float | None = None) -> None:
+        """Close idle sessions every ``interval_s`` (default: a tenth of the idle timeout,
+        at most a minute) in a daemon thread; idempotent."""
+        if self._reaper is not None:
+            return
+        every = interval_s or min(60.0, self.config.idle_timeout_s / 10)
+
+        def run() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.sessions.evict_idle(self.config.idle_timeout_s)
+                except Exception:  # keep reaping: one bad close must not stop the thread
+                    log.exception("idle eviction failed")
+
+        self._reaper = threading.Thread(target=run, name="sam2ui-idle-reaper", daemon=True)
+        self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper and close every session."""
+        self._stop.set()
+        self.sessions.clear()

@@ -1,0 +1,311 @@
+"""The image tab's actions as plain functions of (session id, arguments) -> view.
+
+Each browser tab's :class:`~sam2ui.core.annotation.ImageAnnotator` lives in the shared
+:class:`~sam2ui.core.sessions.SessionManager` as an :class:`ImageWork`; every action holds the
+session while it runs and takes a model slot only around model calls. Coordinates are pixels
+of the uploaded image, x right, y down; boxes are XYXY. ``obj_id`` ``None`` or 0 means "the
+selected object" (a new one when there is none), so an API client can click right after
+uploading.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from sam2ui.core.annotation import ImageAnnotator
+
+from .context import AppContext, UserError
+from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
+
+__all__ = ["ImageHandlers", "ImageView", "ImageWork"]
+
+KIND = "image"
+
+
+@dataclass
+class ImageWork:
+    """One tab's image session: the annotator, the selected object, a pending box corner,
+    and a folder for its downloads (removed on close)."""
+
+    annotator: ImageAnnotator
+    selected: int | None = None
+    corner: tuple[float, float] | None = None
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
+
+    def close(self) -> None:
+        self.annotator.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class ImageView:
+    """What the image tab shows after an action.
+
+    ``overlay`` is the ``(H, W, 3)`` uint8 image with masks, prompts and the selected object's
+    contour; ``candidates`` the selected object's candidate masks as ``(thumbnail, caption)``.
+    """
+
+    overlay: np.ndarray
+    objects: list[ObjectRow]
+    selected: int | None
+    candidates: list[tuple[np.ndarray, str]]
+    message: str = ""
+
+
+def _as_rgb(image: Any) -> np.ndarray:
+    """``(H, W, 3)`` uint8 from an upload (array of any channel count, PIL image or path)."""
+    if image is None:
+        raise UserError("Upload an image first.")
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as img:
+            return np.asarray(img.convert("RGB"))
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
+        raise UserError(f"Expected an RGB image, got an array of shape {arr.shape}.")
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+class ImageHandlers:
+    """The image tab's actions on an :class:`~sam2ui.app.context.AppContext`."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    # ------------------------------------------------------------------ view
+    def _view(self, work: ImageWork, message: str = "") -> ImageView:
+        ann = work.annotator
+        if work.selected is not None and work.selected not in ann.objects:
+            work.selected = None
+        details = {}
+        for obj_id, obj in ann.objects.items():
+            if obj.mask is None:
+                details[obj_id] = "no mask yet"
+            else:
+                score = "" if obj.score is None else f", IoU {obj.score:.2f}"
+                details[obj_id] = f"{int(obj.mask.sum())} px{score}"
+        candidates: list[tuple[np.ndarray, str]] = []
+        if work.selected is not None:
+            obj = ann.objects[work.selected]
+            for i, cand in enumerate(obj.candidates):
+                mark = " (shown)" if i == obj.chosen else ""
+                candidates.append(
+                    (thumbnail(ann.image, cand.mask, obj.color), f"{i}: {cand.score:.3f}{mark}")
+                )
+        overlay = ann.render(selected=work.selected)
+        if work.corner is not None:
+            overlay = mark_corner(overlay, work.corner)
+        rows = object_rows(ann.objects, details)
+        return ImageView(overlay, rows, work.selected, candidates, message)
+
+    def _target(self, work: ImageWork, obj_id: int | None) -> int:
+        """The object an action applies to: ``obj_id``, else the selected one, else a new one."""
+        ann = work.annotator
+        if obj_id:
+            if int(obj_id) not in ann.objects:
+                raise UserError(f"There is no object {obj_id}; add one or pick another.")
+            work.selected = int(obj_id)
+        elif work.selected is None or work.selected not in ann.objects:
+            work.selected = ann.add_object()
+        return work.selected
+
+    def _check_inside(self, work: ImageWork, x: float, y: float) -> None:
+        height, width = work.annotator.image.shape[:2]
+        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
+            raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} image.")
+
+    # ------------------------------------------------------------------ actions
+    def upload(
+        self, session_id: str | None, image: Any, owner: str | None = None
+    ) -> tuple[str, ImageView]:
+        """Start annotating ``image`` (array, PIL image or path); reuses the tab's session
+        when it is still live. Returns the session id and the view."""
+        rgb = _as_rgb(image)
+        if session_id and session_id in self.ctx.sessions:
+            with self.ctx.use(session_id, KIND) as work:
+                with self.ctx.model_work():
+                    work.annotator.set_image(rgb)
+                work.selected, work.corner = None, None
+                return session_id, self._view(work, "Click on an object to segment it.")
+        annotator = ImageAnnotator(self.ctx.image_predictor())
+        try:
+            with self.ctx.model_work():
+                annotator.set_image(rgb)
+        except BaseException:
+            annotator.close()
+            raise
+        new_id = self.ctx.create_session(ImageWork(annotator), KIND, owner)
+        with self.ctx.use(new_id, KIND) as work:
+            return new_id, self._view(work, "Click on an object to segment it.")
+
+    def show(self, session_id: str | None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            return self._view(work)
+
+    def add_object(self, session_id: str | None, name: str | None = None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            work.selected = work.annotator.add_object(name.strip() if name else None)
+            work.corner = None
+            return self._view(work, "New object: click on it.")
+
+    def select_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            if obj_id:
+                self._target(work, obj_id)
+            work.corner = None
+            return self._view(work)
+
+    def rename_object(self, session_id: str | None, obj_id: int | None, name: str) -> ImageView:
+        if not name or not name.strip():
+            raise UserError("Type a name first.")
+        with self.ctx.use(session_id, KIND) as work:
+            if not obj_id and work.selected is None:
+                raise UserError("Select an object to rename.")
+            target = self._target(work, obj_id)
+            work.annotator.rename_object(target, name.strip())
+            return self._view(work)
+
+    def remove_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            target = int(obj_id) if obj_id else work.selected
+            if target is None:
+                raise UserError("Select an object to remove.")
+            work.annotator.remove_object(target)
+            remaining = list(work.annotator.objects)
+            work.selected = remaining[-1] if remaining else None
+            work.corner = None
+            return self._view(work, f"Removed object {target}.")
+
+    def click(
+        self,
+        session_id: str | None,
+        obj_id: int | None,
+        x: float,
+        y: float,
+        positive: bool = True,
+    ) -> ImageView:
+        """A point prompt at ``(x, y)`` image pixels for the object (positive or background)."""
+        with self.ctx.use(session_id, KIND) as work:
+            self._check_inside(work, x, y)
+            target = self._target(work, obj_id)
+            work.corner = None
+            with self.ctx.model_work():
+                work.annotator.add_click(target, float(x), float(y), bool(positive))
+            return self._view(work)
+
+    def box(
+        self,
+        session_id: str | None,
+        obj_id: int | None,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+    ) -> ImageView:
+        """Set the object's box (corners in any order, image pixels)."""
+        with self.ctx.use(session_id, KIND) as work:
+            self._check_inside(work, x0, y0)
+            self._check_inside(work, x1, y1)
+            target = self._target(work, obj_id)
+            work.corner = None
+            with self.ctx.model_work():
+                work.annotator.set_box(target, float(x0), float(y0), float(x1), float(y1))
+            return self._view(work)
+
+    def point(
+        self, session_id: str | None, obj_id: int | None, x: float, y: float, mode: str
+    ) -> ImageView:
+        """A click on the picture as the UI's ``mode`` says: a point, or a box corner (the
+        first corner is remembered, the second sets the box)."""
+        if not mode_is_box(mode):
+            return self.click(session_id, obj_id, x, y, mode_is_positive(mode))
+        with self.ctx.use(session_id, KIND) as work:
+            self._check_inside(work, x, y)
+            if work.corner is None:
+                self._target(work, obj_id)
+                work.corner = (float(x), float(y))
+                return self._view(work, "Now click the opposite corner of the box.")
+            (x0, y0), work.corner = work.corner, None
+        return self.box(session_id, obj_id, x0, y0, x, y)
+
+    def undo(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            if work.corner is not None:
+                work.corner = None
+                return self._view(work, "Box corner removed.")
+            if not obj_id and work.selected is None:
+                return self._view(work, "Nothing to undo.")
+            target = self._target(work, obj_id)
+            with self.ctx.model_work():
+                work.annotator.undo(target)
+            return self._view(work)
+
+    def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            work.corner = None
+            if not obj_id and work.selected is None:
+                return self._view(work, "Select an object to clear.")
+            work.annotator.clear_object(self._target(work, obj_id))
+            return self._view(work)
+
+    def choose_candidate(self, session_id: str | None, obj_id: int | None, index: int) -> ImageView:
+        with self.ctx.use(session_id, KIND) as work:
+            if not obj_id and work.selected is None:
+                raise UserError("Select an object first.")
+            target = self._target(work, obj_id)
+            count = len(work.annotator.objects[target].candidates)
+            if not 0 <= int(index) < count:
+                raise UserError(
+                    f"Object {target} has {count} candidate masks; pick 0 to {count - 1}."
+                    if count
+                    else f"Object {target} has no candidate masks (click once on it first)."
+                )
+            work.annotator.choose_candidate(target, int(index))
+            return self._view(work)
+
+    def segment_everything(self, session_id: str | None, points_per_side: int = 32) -> ImageView:
+        """Automatic masks: one new object per mask found."""
+        if not 1 <= int(points_per_side) <= 64:
+            raise UserError(f"points_per_side must be 1 to 64, got {points_per_side}.")
+        with self.ctx.use(session_id, KIND) as work:
+            with self.ctx.model_work():
+                new_ids = work.annotator.segment_everything(points_per_side=int(points_per_side))
+            work.corner = None
+            if new_ids:
+                work.selected = new_ids[0]
+            return self._view(work, f"Found {len(new_ids)} objects.")
+
+    def export(self, session_id: str | None) -> list[Path]:
+        """Write the downloads: a zip of PNG masks, COCO-RLE JSON and, for the selected
+        object (else the first with a mask), a transparent cut-out PNG. Returns their paths."""
+        with self.ctx.use(session_id, KIND) as work:
+            ann = work.annotator
+            masks = ann.masks
+            if not masks:
+                raise UserError("No masks yet: click on an object first.")
+            folder = work.folder
+            paths = [Path(str(ann.write_masks_zip(folder / "masks.zip")))]
+            coco = folder / "masks_coco.json"
+            coco.write_text(json.dumps(ann.coco_json()))
+            paths.append(coco)
+            obj_id = work.selected if work.selected in masks else next(iter(masks))
+            cutout = folder / f"cutout_object_{obj_id}.png"
+            Image.fromarray(ann.cutout(obj_id), "RGBA").save(cutout)
+            paths.append(cutout)
+            return paths
+
+    def close(self, session_id: str | None) -> None:
+        self.ctx.close_session(session_id)

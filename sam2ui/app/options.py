@@ -1,0 +1,171 @@
+"""What the app is started with: :class:`AppConfig`, its command-line options, and launch.
+
+``sam2ui`` (no subcommand), ``sam2ui app ...`` and ``python spaces_app.py`` all end in
+:func:`launch`. Only the standard library is imported here at module level, so the command
+line can build its parser without gradio installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL", "AppConfig", "add_app_arguments", "config_from_args", "launch"]
+
+DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Settings of one app instance.
+
+    Attributes:
+        model: hub id (``facebook/sam2.1-hiera-tiny``), variant name (``sam2.1-hiera-small``)
+            or the path of a local checkpoint (Meta ``.pt`` or transformers folder).
+        device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda`` or ``mps``.
+        dtype: ``float32`` or ``bfloat16``.
+        host, port: where the server listens (``port`` 0 or None: gradio picks one).
+        max_video_mb: largest accepted video file, in megabytes.
+        max_video_seconds: longest accepted video, in seconds.
+        max_video_frames: most frames accepted (``None``: only the duration limit counts).
+        idle_timeout_s: a session unused this long is closed (its memory freed).
+        max_sessions: most live sessions; the least recently used idle ones go first.
+        memory_budget_mb: total memory of all sessions' state (``None``: no limit).
+        model_workers: how many model calls (clicks, frames of a propagation) run at once.
+        share: ask gradio for a public share link.
+        preload: load the model when the app is built (always on under ZeroGPU).
+    """
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "float32"
+    host: str = "127.0.0.1"
+    port: int | None = 7860
+    max_video_mb: float = 100.0
+    max_video_seconds: float = 60.0
+    max_video_frames: int | None = None
+    idle_timeout_s: float = 1800.0
+    max_sessions: int | None = 64
+    memory_budget_mb: float | None = None
+    model_workers: int = 1
+    share: bool = False
+    preload: bool = True
+    launch_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.model_workers < 1:
+            raise ValueError(f"model_workers must be >= 1, got {self.model_workers}")
+        for name in ("max_video_mb", "max_video_seconds", "idle_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+
+    return parse
+
+
+def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = True) -> None:
+    """The app's options: server, limits and (unless the caller adds its own) the model."""
+    if model_options:
+        weights = parser.add_mutually_exclusive_group()
+        weights.add_argument("--model", metavar="NAME", help=f"default: {DEFAULT_MODEL}")
+        weights.add_argument("--checkpoint", metavar="PATH", help="local weights instead")
+        parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+        parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    defaults = AppConfig()
+    # A Space (or any gradio host) says where to listen through gradio's own variables.
+    host = os.environ.get("GRADIO_SERVER_NAME") or defaults.host
+    port = int(os.environ.get("GRADIO_SERVER_PORT") or defaults.port or 0)
+    parser.add_argument(
+        "--host", default=host, help="interface to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=port, help="port (default: %(default)s; 0: any)"
+    )
+    parser.add_argument("--share", action="store_true", help="also make a public gradio link")
+    parser.add_argument(
+        "--max-video-mb",
+        type=_positive(float),
+        default=defaults.max_video_mb,
+        metavar="MB",
+        help="largest video file accepted (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-video-seconds",
+        type=_positive(float),
+        default=defaults.max_video_seconds,
+        metavar="S",
+        help="longest video accepted (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-video-frames",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="most frames accepted (default: no limit beyond the duration)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        default=defaults.idle_timeout_s,
+        metavar="S",
+        help="close a session unused for this long, in seconds (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        type=_positive(int),
+        default=defaults.max_sessions,
+        metavar="N",
+        help="most live sessions (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-workers",
+        type=_positive(int),
+        default=defaults.model_workers,
+        metavar="N",
+        help="model calls that may run at once (default: %(default)s)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    """An :class:`AppConfig` from parsed :func:`add_app_arguments` options."""
+    checkpoint = getattr(args, "checkpoint", None)
+    model = os.fspath(checkpoint) if checkpoint is not None else (args.model or DEFAULT_MODEL)
+    return AppConfig(
+        model=model,
+        device=args.device,
+        dtype=args.dtype,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        max_video_mb=args.max_video_mb,
+        max_video_seconds=args.max_video_seconds,
+        max_video_frames=args.max_video_frames,
+        idle_timeout_s=args.idle_timeout,
+        max_sessions=args.max_sessions,
+        model_workers=args.model_workers,
+    )
+
+
+def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
+    """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
+    is passed, then returns the :class:`gradio.Blocks`)."""
+    from .ui import build_demo, launch_options
+
+    demo = build_demo(config)
+    options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}
+    demo.launch(**options)
+    return demo

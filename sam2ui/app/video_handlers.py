@@ -1,0 +1,386 @@
+"""The video tab's actions as plain functions of (session id, arguments) -> view.
+
+A tab's :class:`~sam2ui.core.video_annotator.VideoAnnotator` lives in the session manager as
+a :class:`VideoWork`. Uploads are checked against the app's size, duration and frame limits
+before any model work. :meth:`VideoHandlers.propagate` is a generator of views (progress and a
+live preview) that runs through ``SessionManager.run_cancellable``, so
+:meth:`VideoHandlers.cancel` stops it between frames and keeps the frames already tracked.
+Coordinates are pixels of the video frame, x right, y down; frames are 0-based.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam2ui.core import SessionNotFound
+from sam2ui.core.video_annotator import VideoAnnotator
+from sam2ui.core.video_io import open_frames
+
+from .context import AppContext, UserError
+from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows
+from .zerogpu import offload_state
+
+__all__ = ["VideoHandlers", "VideoView", "VideoWork"]
+
+KIND = "video"
+DIRECTIONS = ("forward", "backward", "both")
+PREVIEW_EVERY_S = 0.25  # at most four preview frames a second: encoding them costs time too
+
+
+@dataclass
+class VideoWork:
+    """One tab's video session: the annotator, selection, frame shown, pending box corner,
+    and a folder for its downloads (removed on close). ``version`` counts edits, so a
+    rendered MP4 is reused only while it is current."""
+
+    annotator: VideoAnnotator
+    frame_idx: int = 0
+    selected: int | None = None
+    corner: tuple[float, float] | None = None
+    version: int = 0
+    mp4: tuple[int, Path] | None = None
+    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-video-")))
+
+    def close(self) -> None:
+        self.annotator.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class VideoView:
+    """What the video tab shows: the rendered frame ``(H, W, 3)`` uint8 and its index, the
+    frame count, the objects, and after a propagation the overlay MP4."""
+
+    frame: np.ndarray
+    frame_idx: int
+    num_frames: int
+    objects: list[ObjectRow]
+    selected: int | None
+    message: str = ""
+    video: Path | None = None
+    progress: tuple[int, int] | None = None
+
+
+class VideoHandlers:
+    """The video tab's actions on an :class:`~sam2ui.app.context.AppContext`."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    # ------------------------------------------------------------------ helpers
+    def _view(self, work: VideoWork, message: str = "", **extra: Any) -> VideoView:
+        ann = work.annotator
+        if work.selected is not None and work.selected not in ann.objects:
+            work.selected = None
+        frame_masks = ann.masks(work.frame_idx)
+        details = {}
+        for obj_id, obj in ann.objects.items():
+            prompted = sorted(obj.prompts)
+            where = f"prompts on frames {prompted}" if prompted else "no prompts yet"
+            area = f", {int(frame_masks[obj_id].sum())} px here" if obj_id in frame_masks else ""
+            details[obj_id] = where + area
+        frame = ann.render(work.frame_idx, selected=work.selected)
+        if work.corner is not None:
+            frame = mark_corner(frame, work.corner)
+        rows = object_rows(ann.objects, details)
+        return VideoView(
+            frame, work.frame_idx, ann.num_frames, rows, work.selected, message, **extra
+        )
+
+    def _frame(self, work: VideoWork, frame_idx: int | None) -> int:
+        if frame_idx is None:
+            return work.frame_idx
+        n = work.annotator.num_frames
+        if not 0 <= int(frame_idx) < n:
+            raise UserError(f"There is no frame {frame_idx}; this video has frames 0 to {n - 1}.")
+        work.frame_idx = int(frame_idx)
+        return work.frame_idx
+
+    def _target(self, work: VideoWork, obj_id: int | None) -> int:
+        ann = work.annotator
+        if obj_id:
+            if int(obj_id) not in ann.objects:
+                raise UserError(f"There is no object {obj_id}; add one or pick another.")
+            work.selected = int(obj_id)
+        elif work.selected is None or work.selected not in ann.objects:
+            work.selected = ann.add_object()
+        return work.selected
+
+    def _check_inside(self, work: VideoWork, x: float, y: float) -> None:
+        height, width = work.annotator.size
+        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
+            raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} frame.")
+
+    def check_limits(self, path: str | os.PathLike[str]) -> tuple[int, float]:
+        """Frame count and frame rate of ``path``; UserError when it breaks a limit."""
+        cfg = self.ctx.config
+        size_mb = os.path.getsize(path) / 2**20
+        if size_mb > cfg.max_video_mb:
+            raise UserError(
+                f"The video is {size_mb:.1f} MB; this app accepts videos up to "
+                f"{cfg.max_video_mb:g} MB. Trim or compress it and upload it again."
+            )
+        try:
+            source = open_frames(path)
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(f"Cannot read this video: {err}") from None
+        try:
+            frames, fps = len(source), float(source.fps)
+        finally:
+            source.close()
+        seconds = frames / fps if fps > 0 else 0.0
+        if seconds > cfg.max_video_seconds:
+            raise UserError(
+                f"The video is {seconds:.1f} s long; this app accepts videos up to "
+                f"{cfg.max_video_seconds:g} s. Trim it and upload it again."
+            )
+        if cfg.max_video_frames is not None and frames > cfg.max_video_frames:
+            raise UserError(
+                f"The video has {frames} frames; this app accepts up to "
+                f"{cfg.max_video_frames}. Trim it and upload it again."
+            )
+        return frames, fps
+
+    # ------------------------------------------------------------------ actions
+    def upload(
+        self, session_id: str | None, path: str | os.PathLike[str] | None, owner: str | None = None
+    ) -> tuple[str, VideoView]:
+        """Open the video at ``path`` in a new session (closing the tab's previous one)."""
+        if not path:
+            raise UserError("Upload a video first.")
+        self.check_limits(path)
+        predictor = self.ctx.video_predictor()
+        with self.ctx.model_work():
+            annotator = VideoAnnotator(
+                predictor, os.fspath(path), offload_state_to_cpu=offload_state()
+            )
+        self.ctx.close_session(session_id)
+        new_id = self.ctx.create_session(VideoWork(annotator), KIND, owner)
+        with self.ctx.use(new_id, KIND) as work:
+            msg = f"{annotator.num_frames} frames: pick a frame and click on an object."
+            return new_id, self._view(work, msg)
+
+    def show_frame(self, session_id: str | None, frame_idx: int) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            self._frame(work, frame_idx)
+            work.corner = None
+            return self._view(work)
+
+    def add_object(self, session_id: str | None, name: str | None = None) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            work.selected = work.annotator.add_object(name.strip() if name else None)
+            return self._view(work, "New object: click on it.")
+
+    def select_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            if obj_id:
+                self._target(work, obj_id)
+            return self._view(work)
+
+    def rename_object(self, session_id: str | None, obj_id: int | None, name: str) -> VideoView:
+        if not name or not name.strip():
+            raise UserError("Type a name first.")
+        with self.ctx.use(session_id, KIND) as work:
+            if not obj_id and work.selected is None:
+                raise UserError("Select an object to rename.")
+            work.annotator.rename_object(self._target(work, obj_id), name.strip())
+            work.version += 1
+            return self._view(work)
+
+    def remove_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            target = int(obj_id) if obj_id else work.selected
+            if target is None:
+                raise UserError("Select an object to remove.")
+            work.annotator.remove_object(target)
+            remaining = list(work.annotator.objects)
+            work.selected = remaining[-1] if remaining else None
+            work.version += 1
+            return self._view(work, f"Removed object {target}.")
+
+    def click(
+        self,
+        session_id: str | None,
+        frame_idx: int | None,
+        obj_id: int | None,
+        x: float,
+        y: float,
+        positive: bool = True,
+    ) -> VideoView:
+        """A point prompt on ``frame_idx`` at ``(x, y)`` frame pixels (a correction when the
+        frame is already tracked: propagate again to carry it on)."""
+        with self.ctx.use(session_id, KIND) as work:
+            frame = self._frame(work, frame_idx)
+            self._check_inside(work, x, y)
+            target = self._target(work, obj_id)
+            work.corner = None
+            with self.ctx.model_work():
+                work.annotator.add_click(frame, target, float(x), float(y), bool(positive))
+            work.version += 1
+            return self._view(work)
+
+    def box(
+        self,
+        session_id: str | None,
+        frame_idx: int | None,
+        obj_id: int | None,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+    ) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            frame = self._frame(work, frame_idx)
+            self._check_inside(work, x0, y0)
+            self._check_inside(work, x1, y1)
+            target = self._target(work, obj_id)
+            work.corner = None
+            with self.ctx.model_work():
+                work.annotator.set_box(frame, target, float(x0), float(y0), float(x1), float(y1))
+            work.version += 1
+            return self._view(work)
+
+    def point(
+        self,
+        session_id: str | None,
+        frame_idx: int | None,
+        obj_id: int | None,
+        x: float,
+        y: float,
+        mode: str,
+    ) -> VideoView:
+        """A click on the frame as the UI's ``mode`` says (point, or a box corner)."""
+        if not mode_is_box(mode):
+            return self.click(session_id, frame_idx, obj_id, x, y, mode_is_positive(mode))
+        with self.ctx.use(session_id, KIND) as work:
+            self._frame(work, frame_idx)
+            self._check_inside(work, x, y)
+            if work.corner is None:
+                self._target(work, obj_id)
+                work.corner = (float(x), float(y))
+                return self._view(work, "Now click the opposite corner of the box.")
+            (x0, y0), work.corner = work.corner, None
+        return self.box(session_id, frame_idx, obj_id, x0, y0, x, y)
+
+    def undo(
+        self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
+    ) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            frame = self._frame(work, frame_idx)
+            if work.corner is not None:
+                work.corner = None
+                return self._view(work, "Box corner removed.")
+            if not obj_id and work.selected is None:
+                return self._view(work, "Nothing to undo.")
+            with self.ctx.model_work():
+                work.annotator.undo(frame, self._target(work, obj_id))
+            work.version += 1
+            return self._view(work)
+
+    def clear_frame(
+        self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
+    ) -> VideoView:
+        with self.ctx.use(session_id, KIND) as work:
+            frame = self._frame(work, frame_idx)
+            work.corner = None
+            if not obj_id and work.selected is None:
+                return self._view(work, "Select an object to clear.")
+            with self.ctx.model_work():
+                work.annotator.clear_frame(frame, self._target(work, obj_id))
+            work.version += 1
+            return self._view(work)
+
+    def propagate(
+        self,
+        session_id: str | None,
+        direction: str = "both",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[VideoView]:
+        """Track every prompted object; yields a preview view now and then and a final view
+        with the overlay MP4. :meth:`cancel` stops it between frames (what is tracked stays)."""
+        if direction not in DIRECTIONS:
+            raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
+        with self.ctx.use(session_id, KIND) as work:
+            if not any(obj.prompts for obj in work.annotator.objects.values()):
+                raise UserError("Click on an object first, then propagate.")
+        assert session_id is not None  # checked by use()
+
+        def frames(work: VideoWork) -> Iterator[tuple[Any, VideoWork]]:
+            steps = work.annotator.propagate(direction)  # type: ignore[arg-type]
+            try:
+                while True:
+                    with self.ctx.model_work():  # per frame: other users' clicks interleave
+                        step = next(steps, None)
+                    if step is None:
+                        return
+                    yield step, work
+            finally:
+                close = getattr(steps, "close", None)
+                if close is not None:
+                    close()
+
+        done, total, last_preview = 0, 0, 0.0
+        try:
+            for step, work in self.ctx.sessions.run_cancellable(session_id, frames):
+                done, total = step.done, step.total
+                work.version += 1
+                if progress is not None:
+                    progress(done, total)
+                now = time.monotonic()
+                if now - last_preview >= PREVIEW_EVERY_S or done == total:
+                    last_preview = now
+                    work.frame_idx = step.frame_idx
+                    msg = f"Tracking: {done}/{total} frames"
+                    yield self._view(work, msg, progress=(done, total))
+        except SessionNotFound:
+            raise UserError("This session has ended; upload the video again.") from None
+        stopped = done < total
+        with self.ctx.use(session_id, KIND) as work:
+            mp4 = self._overlay_mp4(work)
+            msg = (
+                f"Stopped after {done} of {total} frames; the tracked frames are kept."
+                if stopped
+                else f"Tracked {len(work.annotator.tracked_frames)} frames. "
+                "Click to correct, then propagate again."
+            )
+            yield self._view(work, msg, video=mp4, progress=(done, total))
+
+    def cancel(self, session_id: str | None) -> str:
+        """Ask a running propagation of this session to stop before its next frame."""
+        if session_id:
+            with suppress(SessionNotFound):
+                self.ctx.sessions.cancel(session_id)
+        return "Stopping…"
+
+    def _overlay_mp4(self, work: VideoWork) -> Path:
+        if work.mp4 is not None and work.mp4[0] == work.version and work.mp4[1].exists():
+            return work.mp4[1]
+        path = work.folder / f"overlay_v{work.version}.mp4"
+        work.annotator.write_overlay_mp4(path)
+        if work.mp4 is not None:
+            work.mp4[1].unlink(missing_ok=True)
+        work.mp4 = (work.version, path)
+        return path
+
+    def export(self, session_id: str | None) -> list[Path]:
+        """Write the downloads: overlay MP4, DAVIS PNG zip and SA-V JSON (RLE)."""
+        with self.ctx.use(session_id, KIND) as work:
+            if not work.annotator.tracked_frames:
+                raise UserError("No masks yet: click on an object (and propagate) first.")
+            mp4 = self._overlay_mp4(work)
+            zip_path = work.annotator.write_masks_zip(work.folder / "masks.zip")
+            json_path = work.annotator.write_json(work.folder / "masks.json")
+            return [mp4, Path(zip_path), Path(json_path)]
+
+    def close(self, session_id: str | None) -> None:
+        self.ctx.close_session(session_id)

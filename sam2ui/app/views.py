@@ -1,0 +1,105 @@
+"""What the handlers hand to the UI: object rows, the legend, candidate thumbnails.
+
+Presentation only; every mask, prompt and colour comes from the engine's annotators.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sam2ui.core.overlays import overlay_image
+
+__all__ = [
+    "MODES",
+    "ObjectRow",
+    "choices",
+    "legend_html",
+    "object_rows",
+    "thumbnail",
+]
+
+# What a click on the picture does (the UI's radio; the API takes explicit endpoints instead).
+POSITIVE, NEGATIVE, BOX = "object (+)", "background (−)", "box: two corners"
+MODES = (POSITIVE, NEGATIVE, BOX)
+THUMBNAIL_SIDE = 192  # longest side of a candidate thumbnail, in pixels
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One line of the object list: id, name, RGB colour and a short description."""
+
+    obj_id: int
+    name: str
+    color: tuple[int, int, int]
+    detail: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.obj_id}: {self.name}"
+
+
+def object_rows(objects: Mapping[int, Any], details: Mapping[int, str]) -> list[ObjectRow]:
+    """Rows for an annotator's ``objects`` (anything with ``obj_id``, ``name``, ``color``)."""
+    return [
+        ObjectRow(obj.obj_id, obj.name, tuple(obj.color), details.get(obj_id, ""))
+        for obj_id, obj in objects.items()
+    ]
+
+
+def choices(rows: list[ObjectRow]) -> list[tuple[str, int]]:
+    """``(label, id)`` pairs for a gradio Radio or Dropdown."""
+    return [(row.label, row.obj_id) for row in rows]
+
+
+def legend_html(rows: list[ObjectRow], selected: int | None) -> str:
+    """The object list as HTML: a colour swatch, the name and the detail of each object."""
+    if not rows:
+        return "<div class='sam2ui-legend'><em>No objects yet: click on the picture.</em></div>"
+    items = []
+    for row in rows:
+        r, g, b = row.color
+        mark = " <strong>(selected)</strong>" if row.obj_id == selected else ""
+        items.append(
+            f"<li data-obj-id='{row.obj_id}'>"
+            f"<span style='display:inline-block;width:0.9em;height:0.9em;"
+            f"background:rgb({r},{g},{b});border:1px solid #444;margin-right:0.4em'></span>"
+            f"{html.escape(row.label)} <small>{html.escape(row.detail)}</small>{mark}</li>"
+        )
+    return f"<ul class='sam2ui-legend' style='list-style:none;padding:0'>{''.join(items)}</ul>"
+
+
+def thumbnail(
+    image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], side: int = THUMBNAIL_SIDE
+) -> np.ndarray:
+    """A small ``(h, w, 3)`` uint8 preview of ``mask`` ((H, W) bool) tinted on ``image``
+    ((H, W, 3) uint8); subsampled by striding, which is plenty for choosing a candidate."""
+    step = max(1, int(np.ceil(max(image.shape[:2]) / side)))
+    small_image = np.ascontiguousarray(image[::step, ::step])
+    small_mask = np.ascontiguousarray(mask[::step, ::step])
+    return overlay_image(small_image, {1: small_mask}, {1: color}, alpha=0.6)
+
+
+def mode_is_box(mode: str | None) -> bool:
+    return mode == BOX
+
+
+def mode_is_positive(mode: str | None) -> bool:
+    """Whether a click in ``mode`` marks the object (anything but the background mode)."""
+    return mode != NEGATIVE
+
+
+def mark_corner(image: np.ndarray, corner: tuple[float, float]) -> np.ndarray:
+    """A copy of ``image`` with a small yellow cross at ``corner`` ((x, y) pixels): the
+    pending first corner of a box, so the first click shows."""
+    out = image.copy()
+    height, width = out.shape[:2]
+    x, y = round(corner[0]), round(corner[1])
+    arm = max(4, min(height, width) // 60)
+    out[max(0, y - 1) : y + 2, max(0, x - arm) : x + arm + 1] = (255, 215, 0)
+    out[max(0, y - arm) : y + arm + 1, max(0, x - 1) : x + 2] = (255, 215, 0)
+    return out

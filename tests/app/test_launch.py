@@ -1,0 +1,127 @@
+"""Starting the app: `sam2ui` (no command, `app`, options only), spaces_app.py, ZeroGPU glue."""
+
+from __future__ import annotations
+
+import importlib.util
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from sam2ui import cli
+from sam2ui.app import options
+from sam2ui.app.options import DEFAULT_MODEL, AppConfig
+from sam2ui.app.ui import launch_options
+from sam2ui.app.zerogpu import gpu, offload_state, on_zero_gpu
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def launched(monkeypatch: pytest.MonkeyPatch) -> list[AppConfig]:
+    """Replace the real launch; collect the configs it would have started."""
+    configs: list[AppConfig] = []
+    monkeypatch.setattr(options, "launch", lambda config, **kw: configs.append(config))
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    return configs
+
+
+def test_sam2ui_alone_starts_the_app(
+    launched: list[AppConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["sam2ui"])
+    assert cli.main() == 0
+    (config,) = launched
+    assert config.model == DEFAULT_MODEL and config.host == "127.0.0.1" and config.port == 7860
+    assert config.device == "auto" and config.dtype == "float32"
+    assert cli.main([]) == 0  # an empty argument list from a program: the same
+    assert launched[1] == config
+
+
+def test_options_without_a_command_start_the_app(launched: list[AppConfig]) -> None:
+    argv = ["--port", "8000", "--model", "sam2.1-hiera-small", "--dtype", "bfloat16"]
+    assert cli.main([*argv, "--max-video-seconds", "12", "--idle-timeout", "60"]) == 0
+    assert cli.main(["app", "--host", "0.0.0.0", "--max-video-frames", "300"]) == 0
+    first, second = launched
+    assert (first.port, first.model, first.dtype) == (
+        8000,
+        "facebook/sam2.1-hiera-small",
+        "bfloat16",
+    )
+    assert (first.max_video_seconds, first.idle_timeout_s) == (12, 60)
+    assert second.host == "0.0.0.0" and second.max_video_frames == 300
+
+
+def test_local_checkpoint_and_bad_options(
+    launched: list[AppConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "weights.pt"
+    ckpt.write_bytes(b"x")
+    assert cli.main(["app", "--checkpoint", str(ckpt)]) == 0
+    assert launched[0].model == str(ckpt)
+    for argv, message in [
+        (["app", "--checkpoint", str(tmp_path / "nope.pt")], "checkpoint not found"),
+        (["--model", "sam3-huge"], "sam3-huge"),
+        (["--max-video-mb", "0"], "must be > 0"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_gradio_the_command_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real(name, *a)
+    )
+    assert cli.main(["app"]) == 1
+    assert 'pip install "sam2ui[app]"' in capsys.readouterr().err
+
+
+def test_spaces_app_starts_the_same_app(
+    launched: list[AppConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["spaces_app.py", "--port", "9000"])
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what a Space sets
+    with pytest.raises(SystemExit) as exc:
+        runpy.run_path(str(REPO / "spaces_app.py"), run_name="__main__")
+    assert exc.value.code == 0
+    (config,) = launched
+    assert config.model == DEFAULT_MODEL and config.port == 9000 and config.host == "0.0.0.0"
+
+
+def test_launch_options() -> None:
+    opts = launch_options(AppConfig(host="127.0.0.1", port=None, max_video_mb=50))
+    assert opts["server_name"] == "127.0.0.1" and opts["server_port"] is None
+    assert opts["max_file_size"] == "116mb"  # above the video limit: our message, not gradio's
+    with pytest.raises(ValueError, match="model_workers"):
+        AppConfig(model_workers=0)
+
+
+def test_zero_gpu_glue_is_a_no_op_off_zero_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    def work(x: int) -> int:
+        return x + 1
+
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert not on_zero_gpu() and not offload_state()
+    assert gpu()(work) is work
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert on_zero_gpu() == (importlib.util.find_spec("spaces") is not None)
+
+
+def test_sam2ui_app_imports_without_gradio_or_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "sys.modules['gradio'] = None  # as if not installed\n"
+        "import sam2ui.app.options, sam2ui.cli\n"
+        "sam2ui.cli.build_parser().parse_args(['app', '--port', '1'])\n"
+        "print(sorted(m for m in ('torch', 'gradio') if sys.modules.get(m)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
