@@ -1,1 +1,13 @@
-"""Notebook widgets (not written yet); only this package imports ipywidgets and anywidget."""
+"""Notebook widgets: click-to-segment images and videos with the sam2ui engine.
+
+``from sam2ui.widgets import ImageSegmenter, VideoSegmenter``. They need the ``notebook``
+extra (ipywidgets 8 and anywidget); ``import sam2ui`` does not import this package. Mouse input
+comes from an anywidget ES module shipped as package data (``static/canvas.js``): no CDN and
+no build step, and it runs in JupyterLab 4, Notebook 7, VS Code and Colab.
+"""
+
+from .canvas import CanvasBox, CanvasClick, PromptCanvas
+from .image_segmenter import ImageSegmenter
+from .video_segmenter import VideoSegmenter
+
+__all__ = ["CanvasBox", "CanvasClick", "ImageSegmenter", "PromptCanvas", "VideoSegmenter"]

@@ -1,0 +1,191 @@
+"""Interactive segmentation of one image in a notebook.
+
+Built on ipywidgets 8 and anywidget: mouse input comes from :class:`~.canvas.PromptCanvas`,
+whose front end is an ES module shipped with this package (no CDN, no build step). Runs in
+JupyterLab 4, Notebook 7, VS Code and Colab.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from PIL import Image
+
+from sam2ui.core.annotation import ImageAnnotator
+
+from .base import DEFAULT_MODEL, SegmenterBase
+from .models import image_predictor_for
+
+__all__ = ["ImageSegmenter"]
+
+
+def load_image(image: object) -> object:
+    """A path is opened as RGB; arrays and PIL images go to the predictor as they are."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"no image file {path}")
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    return image
+
+
+class ImageSegmenter(SegmenterBase):
+    """Click to segment objects in an image; the masks are numpy arrays in :attr:`masks`.
+
+    On the picture: a click adds an object point to the selected object, shift-, alt- or
+    right-click a background point (the Object/Background toggle swaps the two), and a drag
+    draws the object's box. The mask is predicted again after each prompt and drawn tinted in
+    the object's colour. "Add object" starts another object; the dropdown selects which one
+    clicks go to. After a single click the model's three candidate masks can be compared
+    with the "Candidate" buttons.
+
+    Args:
+        image: an ``(H, W, 3)`` uint8 array, a PIL image or an image file path.
+        model: a variant name, hub id or checkpoint path (from the shared model cache), or a
+            ready :class:`~sam2ui.core.image_predictor.SAM2ImagePredictor`.
+        device, dtype: for a model loaded by name (default: cuda, then mps, then cpu; float32).
+        cache: the model cache to use (default: the process-wide one the app shares).
+        multimask: predict three candidates for a single click (the reference's advice).
+        display_width: shown width in screen pixels (0: natural size, shrunk to fit).
+
+    Coordinates everywhere are image pixels, x right, y down; boxes XYXY. The engine's
+    annotator is :attr:`annotator` (:class:`~sam2ui.core.annotation.ImageAnnotator`).
+    """
+
+    annotator: ImageAnnotator
+
+    def __init__(
+        self,
+        image: object,
+        model: object = DEFAULT_MODEL,
+        *,
+        device: Any = None,
+        dtype: Any = "float32",
+        cache: Any = None,
+        multimask: bool = True,
+        display_width: int = 0,
+    ) -> None:
+        predictor = image_predictor_for(model, device=device, dtype=dtype, cache=cache)
+        annotator = ImageAnnotator(predictor, multimask=multimask)
+        annotator.set_image(load_image(image))
+        self.candidate_picker = widgets.ToggleButtons(
+            description="Candidate", options=[], style={"button_width": "90px"}
+        )
+        self.candidate_picker.layout.display = "none"
+        super().__init__(annotator, display_width=display_width)
+        self.candidate_picker.observe(self._ui(self._on_candidate), names="value")
+        self.add_object()
+
+    def _rows_below_canvas(self) -> list[widgets.Widget]:
+        return [self.candidate_picker]
+
+    # ------------------------------------------------------------------ results
+    @property
+    def masks(self) -> dict[int, np.ndarray]:
+        """``{object id: (H, W) bool}`` of every object that has a mask."""
+        with self._lock:
+            return self.annotator.masks
+
+    @property
+    def image(self) -> np.ndarray:
+        """The ``(H, W, 3)`` uint8 RGB image being segmented."""
+        return self.annotator.image
+
+    def set_image(self, image: object) -> None:
+        """Segment another image (array, PIL image or path); every object is forgotten."""
+        with self._lock:
+            self.annotator.set_image(load_image(image))
+        self.add_object()
+
+    def choose_candidate(self, index: int, obj_id: int | None = None) -> None:
+        """Show candidate ``index`` (0-2) as the object's mask."""
+        target = self._target(obj_id)
+        if target is None:
+            raise ValueError("there is no object to choose a candidate for")
+        with self._lock:
+            self.annotator.choose_candidate(target, index)
+        self.refresh()
+
+    def segment_everything(self, **generator_kwargs: Any) -> list[int]:
+        """Add one object per mask of the automatic mask generator (slow: a grid of points);
+        ``generator_kwargs`` go to :class:`~sam2ui.core.SAM2AutomaticMaskGenerator`."""
+        self._check_idle()
+        with self._lock:
+            ids = self.annotator.segment_everything(**generator_kwargs)
+        self._sync_objects(select=ids[0] if ids else self.selected)
+        return ids
+
+    def cutout(self, obj_id: int) -> np.ndarray:
+        """``(H, W, 4)`` uint8 RGBA cut-out of one object."""
+        with self._lock:
+            return self.annotator.cutout(obj_id)
+
+    def write_masks_zip(self, path: str | os.PathLike[str]) -> Path:
+        """Zip of an indexed ``masks.png`` (value = object id) and one PNG per object."""
+        with self._lock:
+            return Path(str(self.annotator.write_masks_zip(Path(path))))
+
+    def coco_json(self) -> dict:
+        """The masks as COCO-style annotations with RLE segmentations."""
+        with self._lock:
+            return self.annotator.coco_json()
+
+    # ------------------------------------------------------------------ hooks
+    def _click(self, obj_id: int, x: float, y: float, positive: bool) -> None:
+        self.annotator.add_click(obj_id, x, y, positive)
+
+    def _box(self, obj_id: int, x0: float, y0: float, x1: float, y1: float) -> None:
+        self.annotator.set_box(obj_id, x0, y0, x1, y1)
+
+    def _undo(self, obj_id: int) -> None:
+        self.annotator.undo(obj_id)
+
+    def _clear(self, obj_id: int) -> None:
+        self.annotator.clear_object(obj_id)
+
+    def _picture(self) -> np.ndarray:
+        return self.annotator.render(self.selected)
+
+    def refresh(self) -> None:
+        super().refresh()
+        self._sync_candidates()
+
+    def _sync_candidates(self) -> None:
+        obj = self.annotator.objects.get(self.selected) if self.selected is not None else None
+        candidates = obj.candidates if obj is not None else []
+        options = tuple((f"{i + 1}: {c.score:.2f}", i) for i, c in enumerate(candidates))
+        self._syncing = True
+        try:
+            if self.candidate_picker.options != options:
+                self.candidate_picker.options = options
+            self.candidate_picker.value = obj.chosen if obj is not None and options else None
+        finally:
+            self._syncing = False
+        self.candidate_picker.layout.display = "" if options else "none"
+
+    def _on_candidate(self, change: dict[str, Any]) -> None:
+        if self._syncing or change["new"] is None:
+            return
+        self.choose_candidate(int(change["new"]))
+
+    def _status_html(self) -> str:
+        obj_id = self.selected
+        if obj_id is None:
+            return "No object: click on the picture to start one."
+        obj = self.annotator.objects[obj_id]
+        positive = sum(c.positive for c in obj.clicks)
+        negative = len(obj.clicks) - positive
+        parts = [f"{positive} object point(s)", f"{negative} background point(s)"]
+        if obj.box is not None:
+            parts.append("a box")
+        if obj.mask is None:
+            result = "no mask yet"
+        else:
+            score = f", predicted IoU {obj.score:.2f}" if obj.score is not None else ""
+            result = f"mask of {int(obj.mask.sum()):,} px{score}"
+        return f"{self._object_html(obj_id)}: {', '.join(parts)}; {result}"
