@@ -16,18 +16,40 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
+import numpy as np
+
 from sam2ui.core import CheckpointUnavailableError, ModelCache, SessionManager, SessionNotFound
 from sam2ui.core.model_cache import default_model_cache, image_predictor, video_predictor
 
 from .options import AppConfig
 
-__all__ = ["AppContext", "UserError"]
+__all__ = ["AppContext", "UserError", "check_inside", "target_object"]
 
 log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
     """Something the user can fix; the message is shown in the UI as is."""
+
+
+def target_object(work: Any, obj_id: int | None) -> int:
+    """The object an action applies to: ``obj_id``, else the selected one, else a new one.
+    ``work`` is a tab's session state (its ``annotator`` and ``selected`` object id)."""
+    ann = work.annotator
+    if obj_id:
+        if int(obj_id) not in ann.objects:
+            raise UserError(f"There is no object {obj_id}; add one or pick another.")
+        work.selected = int(obj_id)
+    elif work.selected is None or work.selected not in ann.objects:
+        work.selected = ann.add_object()
+    return int(work.selected)
+
+
+def check_inside(size: tuple[int, int], x: float, y: float, what: str) -> None:
+    """UserError unless ``(x, y)`` lies on the ``(height, width)`` picture (edges included)."""
+    height, width = size
+    if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
+        raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} {what}.")
 
 
 class AppContext:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from sam2ui.core.annotation import ImageAnnotator
 
-from .context import AppContext, UserError
+from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
@@ -111,22 +111,6 @@ class ImageHandlers:
         rows = object_rows(ann.objects, details)
         return ImageView(overlay, rows, work.selected, candidates, message)
 
-    def _target(self, work: ImageWork, obj_id: int | None) -> int:
-        """The object an action applies to: ``obj_id``, else the selected one, else a new one."""
-        ann = work.annotator
-        if obj_id:
-            if int(obj_id) not in ann.objects:
-                raise UserError(f"There is no object {obj_id}; add one or pick another.")
-            work.selected = int(obj_id)
-        elif work.selected is None or work.selected not in ann.objects:
-            work.selected = ann.add_object()
-        return work.selected
-
-    def _check_inside(self, work: ImageWork, x: float, y: float) -> None:
-        height, width = work.annotator.image.shape[:2]
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
-            raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} image.")
-
     # ------------------------------------------------------------------ actions
     def upload(
         self, session_id: str | None, image: Any, owner: str | None = None
@@ -164,7 +148,7 @@ class ImageHandlers:
     def select_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
             if obj_id:
-                self._target(work, obj_id)
+                target_object(work, obj_id)
             work.corner = None
             return self._view(work)
 
@@ -174,7 +158,7 @@ class ImageHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object to rename.")
-            target = self._target(work, obj_id)
+            target = target_object(work, obj_id)
             work.annotator.rename_object(target, name.strip())
             return self._view(work)
 
@@ -199,8 +183,8 @@ class ImageHandlers:
     ) -> ImageView:
         """A point prompt at ``(x, y)`` image pixels for the object (positive or background)."""
         with self.ctx.use(session_id, KIND) as work:
-            self._check_inside(work, x, y)
-            target = self._target(work, obj_id)
+            check_inside(work.annotator.size, x, y, "image")
+            target = target_object(work, obj_id)
             work.corner = None
             with self.ctx.model_work():
                 work.annotator.add_click(target, float(x), float(y), bool(positive))
@@ -217,9 +201,9 @@ class ImageHandlers:
     ) -> ImageView:
         """Set the object's box (corners in any order, image pixels)."""
         with self.ctx.use(session_id, KIND) as work:
-            self._check_inside(work, x0, y0)
-            self._check_inside(work, x1, y1)
-            target = self._target(work, obj_id)
+            check_inside(work.annotator.size, x0, y0, "image")
+            check_inside(work.annotator.size, x1, y1, "image")
+            target = target_object(work, obj_id)
             work.corner = None
             with self.ctx.model_work():
                 work.annotator.set_box(target, float(x0), float(y0), float(x1), float(y1))
@@ -233,9 +217,9 @@ class ImageHandlers:
         if not mode_is_box(mode):
             return self.click(session_id, obj_id, x, y, mode_is_positive(mode))
         with self.ctx.use(session_id, KIND) as work:
-            self._check_inside(work, x, y)
+            check_inside(work.annotator.size, x, y, "image")
             if work.corner is None:
-                self._target(work, obj_id)
+                target_object(work, obj_id)
                 work.corner = (float(x), float(y))
                 return self._view(work, "Now click the opposite corner of the box.")
             (x0, y0), work.corner = work.corner, None
@@ -248,7 +232,7 @@ class ImageHandlers:
                 return self._view(work, "Box corner removed.")
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
-            target = self._target(work, obj_id)
+            target = target_object(work, obj_id)
             with self.ctx.model_work():
                 work.annotator.undo(target)
             return self._view(work)
@@ -258,14 +242,14 @@ class ImageHandlers:
             work.corner = None
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
-            work.annotator.clear_object(self._target(work, obj_id))
+            work.annotator.clear_object(target_object(work, obj_id))
             return self._view(work)
 
     def choose_candidate(self, session_id: str | None, obj_id: int | None, index: int) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object first.")
-            target = self._target(work, obj_id)
+            target = target_object(work, obj_id)
             count = len(work.annotator.objects[target].candidates)
             if not 0 <= int(index) < count:
                 raise UserError(

@@ -26,7 +26,7 @@ from sam2ui.core import SessionNotFound
 from sam2ui.core.video_annotator import VideoAnnotator
 from sam2ui.core.video_io import open_frames
 
-from .context import AppContext, UserError
+from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows
 from .zerogpu import offload_state
 
@@ -106,21 +106,6 @@ class VideoHandlers:
         work.frame_idx = int(frame_idx)
         return work.frame_idx
 
-    def _target(self, work: VideoWork, obj_id: int | None) -> int:
-        ann = work.annotator
-        if obj_id:
-            if int(obj_id) not in ann.objects:
-                raise UserError(f"There is no object {obj_id}; add one or pick another.")
-            work.selected = int(obj_id)
-        elif work.selected is None or work.selected not in ann.objects:
-            work.selected = ann.add_object()
-        return work.selected
-
-    def _check_inside(self, work: VideoWork, x: float, y: float) -> None:
-        height, width = work.annotator.size
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
-            raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} frame.")
-
     def check_limits(self, path: str | os.PathLike[str]) -> tuple[int, float]:
         """Frame count and frame rate of ``path``; UserError when it breaks a limit."""
         cfg = self.ctx.config
@@ -184,7 +169,7 @@ class VideoHandlers:
     def select_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
             if obj_id:
-                self._target(work, obj_id)
+                target_object(work, obj_id)
             return self._view(work)
 
     def rename_object(self, session_id: str | None, obj_id: int | None, name: str) -> VideoView:
@@ -193,7 +178,7 @@ class VideoHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object to rename.")
-            work.annotator.rename_object(self._target(work, obj_id), name.strip())
+            work.annotator.rename_object(target_object(work, obj_id), name.strip())
             work.version += 1
             return self._view(work)
 
@@ -221,8 +206,8 @@ class VideoHandlers:
         frame is already tracked: propagate again to carry it on)."""
         with self.ctx.use(session_id, KIND) as work:
             frame = self._frame(work, frame_idx)
-            self._check_inside(work, x, y)
-            target = self._target(work, obj_id)
+            check_inside(work.annotator.size, x, y, "frame")
+            target = target_object(work, obj_id)
             work.corner = None
             with self.ctx.model_work():
                 work.annotator.add_click(frame, target, float(x), float(y), bool(positive))
@@ -241,9 +226,9 @@ class VideoHandlers:
     ) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
             frame = self._frame(work, frame_idx)
-            self._check_inside(work, x0, y0)
-            self._check_inside(work, x1, y1)
-            target = self._target(work, obj_id)
+            check_inside(work.annotator.size, x0, y0, "frame")
+            check_inside(work.annotator.size, x1, y1, "frame")
+            target = target_object(work, obj_id)
             work.corner = None
             with self.ctx.model_work():
                 work.annotator.set_box(frame, target, float(x0), float(y0), float(x1), float(y1))
@@ -264,9 +249,9 @@ class VideoHandlers:
             return self.click(session_id, frame_idx, obj_id, x, y, mode_is_positive(mode))
         with self.ctx.use(session_id, KIND) as work:
             self._frame(work, frame_idx)
-            self._check_inside(work, x, y)
+            check_inside(work.annotator.size, x, y, "frame")
             if work.corner is None:
-                self._target(work, obj_id)
+                target_object(work, obj_id)
                 work.corner = (float(x), float(y))
                 return self._view(work, "Now click the opposite corner of the box.")
             (x0, y0), work.corner = work.corner, None
@@ -283,7 +268,7 @@ class VideoHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             with self.ctx.model_work():
-                work.annotator.undo(frame, self._target(work, obj_id))
+                work.annotator.undo(frame, target_object(work, obj_id))
             work.version += 1
             return self._view(work)
 
@@ -296,7 +281,7 @@ class VideoHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             with self.ctx.model_work():
-                work.annotator.clear_frame(frame, self._target(work, obj_id))
+                work.annotator.clear_frame(frame, target_object(work, obj_id))
             work.version += 1
             return self._view(work)
 
