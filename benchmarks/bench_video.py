@@ -55,6 +55,9 @@ from sam2ui.core.video_predictor import SAM2VideoPredictor  # noqa: E402
 
 VARIANT = "sam2.1-hiera-tiny"
 FP32_RATIO = 0.8  # sam2ui float32 ms/frame vs the reference's float32
+# Mask logits this close to the threshold are undecided at float32 precision (the parity
+# tests' tolerance): kernels that round differently may put such a pixel on either side.
+UNDECIDED_BAND = 1e-4
 BF16_RATIO = 0.35  # sam2ui bfloat16 ms/frame vs the reference's float32
 RSS_GROWTH_MB = 150.0  # sam2ui peak RSS, longest minus shortest video, in MB (10^6 bytes)
 MIB = 1 << 20
@@ -200,7 +203,13 @@ def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> 
             "runs_ms": runs,
             "ratios": {name: ms[name] / ms["ref_fp32"] for name in ms},
             "last_frame_fp32_max_abs_diff": float((ref - ours32).abs().max()),
-            "last_frame_fp32_masks_identical": bool(torch.equal(ref > 0, ours32 > 0)),
+            "last_frame_fp32_pixels_differing": int(((ref > 0) != (ours32 > 0)).sum()),
+            # Flips where the reference logit is farther than UNDECIDED_BAND from the threshold
+            # are real differences; inside the band float32 rounding decides (as in bench_image).
+            "last_frame_fp32_pixels_differing_outside_band": int(
+                (((ref > 0) != (ours32 > 0)) & (ref.abs() > UNDECIDED_BAND)).sum()
+            ),
+            "last_frame_pixels": int(ref.numel()),
             "last_frame_bf16_iou": [
                 float(((a > 0) & (b > 0)).sum() / max(int(((a > 0) | (b > 0)).sum()), 1))
                 for a, b in zip(ours16, ours32)
@@ -225,8 +234,10 @@ def per_frame_report(num_objects: int, r: dict[str, Any], args: argparse.Namespa
             row("vs ref fp32", [ratios.get(c) for c in cols], ".2f"),
             "",
             f"- last frame, fp32 vs reference: logits max |Δ| "
-            f"{r['last_frame_fp32_max_abs_diff']:.2e}, masks "
-            f"{'identical' if r['last_frame_fp32_masks_identical'] else 'DIFFER'}; bf16 vs "
+            f"{r['last_frame_fp32_max_abs_diff']:.2e}, "
+            f"{r['last_frame_fp32_pixels_differing']} of {r['last_frame_pixels']} mask pixels "
+            f"differ, {r['last_frame_fp32_pixels_differing_outside_band']} of them with reference "
+            f"|logit| > {UNDECIDED_BAND:g}; bf16 vs "
             f"fp32 IoU {', '.join(f'{v:.4f}' for v in r['last_frame_bf16_iou'])}",
             "",
         ]
@@ -340,7 +351,14 @@ def targets(per_frame: dict[str, Any], memory: dict[str, Any] | None) -> list[tu
     out = []
     for k, r in per_frame.items():
         fp32, bf16 = r["ratios"]["sam2ui_fp32"], r["ratios"]["sam2ui_bf16"]
-        out.append((fp32 <= FP32_RATIO, f"{k} object(s): fp32 <= {FP32_RATIO}x ref ({fp32:.2f}x)"))
+        same = r["last_frame_fp32_pixels_differing_outside_band"] == 0
+        out.append(
+            (
+                fp32 <= FP32_RATIO and same,
+                f"{k} object(s): fp32 <= {FP32_RATIO}x ref ({fp32:.2f}x), same masks outside "
+                f"the |logit| <= {UNDECIDED_BAND:g} band ({'yes' if same else 'no'})",
+            )
+        )
         out.append((bf16 <= BF16_RATIO, f"{k} object(s): bf16 <= {BF16_RATIO}x ref ({bf16:.2f}x)"))
     if memory is not None:
         ours = memory["sam2ui_bf16"]
