@@ -32,8 +32,8 @@ from .annotation_render import (
     mask_region,
     paint,
 )
-from .annotation_utils import SharedEmbedding, check_box, check_click, check_name, to_uint8_rgb
-from .exports import Color, PathLike, atomic_output, davis_palette, palette_color
+from .annotation_utils import ObjectTable, SharedEmbedding, check_box, check_click, to_uint8_rgb
+from .exports import Color, PathLike, atomic_output, davis_palette
 from .masks import mask_to_coco_rle, rle_area, rle_to_bbox
 from .overlays import cutout_png
 from .transforms import image_to_array
@@ -109,7 +109,7 @@ class _Undo:
     chosen: int | None
 
 
-class ImageAnnotator:
+class ImageAnnotator(ObjectTable[AnnotatedObject]):
     """Objects, prompts and masks on one image, computed with a
     :class:`~sam2ui.core.image_predictor.SAM2ImagePredictor`.
 
@@ -132,11 +132,10 @@ class ImageAnnotator:
                 raise TypeError(
                     f"predictor must be a SAM2ImagePredictor, got {type(predictor).__name__}"
                 )
+        super().__init__()
         self.predictor = predictor
         self.multimask = bool(multimask)
         self._image: np.ndarray | None = None
-        self._objects: dict[int, AnnotatedObject] = {}
-        self._next_id = 1
         self._undo: dict[int, list[_Undo]] = {}
         # Masks of "segment everything" objects: what undoing their last click goes back to.
         self._auto: dict[int, tuple[np.ndarray, float | None]] = {}
@@ -173,27 +172,9 @@ class ImageAnnotator:
         return h, w
 
     # ------------------------------------------------------------------ objects
-    @property
-    def objects(self) -> dict[int, AnnotatedObject]:
-        """Objects by id, in creation order (a copy of the mapping; objects themselves are live)."""
-        return dict(self._objects)
-
-    def _obj(self, obj_id: int) -> AnnotatedObject:
-        obj = self._objects.get(obj_id) if isinstance(obj_id, (int, np.integer)) else None
-        if obj is None:
-            raise ValueError(f"unknown object id {obj_id!r}; known ids: {list(self._objects)}")
-        return obj
-
     def add_object(self, name: str | None = None) -> int:
         """A new empty object; ids are 1, 2, ... never reused; default name "object N"."""
-        obj_id = self._next_id
-        label = f"object {obj_id}" if name is None else check_name(name)
-        self._objects[obj_id] = AnnotatedObject(obj_id, label, palette_color(obj_id))
-        self._next_id += 1
-        return obj_id
-
-    def rename_object(self, obj_id: int, name: str) -> None:
-        self._obj(obj_id).name = check_name(name)
+        return self._new_object(name, AnnotatedObject)
 
     def remove_object(self, obj_id: int) -> None:
         """KeyError-free ValueError naming the id when it does not exist (for every method)."""

@@ -1,22 +1,58 @@
-"""Helpers of the annotators: prompt validation, display images, and a shared embedding for
-"segment everything". Coordinates are pixels, x right, y down; boxes XYXY."""
+"""Helpers of the annotators: their object table, prompt validation, display images, and a
+shared embedding for "segment everything". Coordinates are pixels, x right, y down; boxes
+XYXY."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
+from .exports import Color, palette_color
+
 if TYPE_CHECKING:
     from .image_predictor import SAM2ImagePredictor
+
+ObjT = TypeVar("ObjT")
 
 
 def check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TypeError(f"an object name must be a str, got {type(name).__name__}")
     return name
+
+
+class ObjectTable(Generic[ObjT]):
+    """The annotators' objects: ids 1, 2, ... never reused, a name ("object N" by default) and
+    the id's palette colour, kept in creation order."""
+
+    def __init__(self) -> None:
+        self._objects: dict[int, ObjT] = {}
+        self._next_id = 1
+
+    @property
+    def objects(self) -> dict[int, ObjT]:
+        """Objects by id, in creation order (a copy of the mapping; objects are live)."""
+        return dict(self._objects)
+
+    def _obj(self, obj_id: int) -> ObjT:
+        obj = self._objects.get(obj_id) if isinstance(obj_id, (int, np.integer)) else None
+        if obj is None:
+            raise ValueError(f"unknown object id {obj_id!r}; known ids: {list(self._objects)}")
+        return obj
+
+    def _new_object(self, name: str | None, make: Callable[[int, str, Color], ObjT]) -> int:
+        obj_id = self._next_id
+        label = f"object {obj_id}" if name is None else check_name(name)
+        self._objects[obj_id] = make(obj_id, label, palette_color(obj_id))
+        self._next_id += 1
+        return obj_id
+
+    def rename_object(self, obj_id: int, name: str) -> None:
+        self._obj(obj_id).name = check_name(name)  # type: ignore[attr-defined]
 
 
 def check_click(x: float, y: float, height: int, width: int) -> tuple[float, float]:

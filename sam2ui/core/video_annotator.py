@@ -30,8 +30,8 @@ from .annotation_render import (
     tint_region,
 )
 from .annotation_render import union as region_union
-from .annotation_utils import check_box, check_click, check_name
-from .exports import Color, PathLike, palette_color, write_davis_png_zip, write_sav_json
+from .annotation_utils import ObjectTable, check_box, check_click
+from .exports import Color, PathLike, write_davis_png_zip, write_sav_json
 from .overlays import write_overlay_mp4
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class PropagationStep:
     total: int
 
 
-class VideoAnnotator:
+class VideoAnnotator(ObjectTable[VideoObject]):
     """Objects, prompts and tracked masks of one video.
 
     Args:
@@ -101,12 +101,11 @@ class VideoAnnotator:
         *,
         offload_state_to_cpu: bool = False,
     ) -> None:
+        super().__init__()
         self.predictor = predictor
         self._session: VideoSession | None = predictor.init_state(
             video, offload_state_to_cpu=offload_state_to_cpu
         )
-        self._objects: dict[int, VideoObject] = {}
-        self._next_id = 1
         self._undo: dict[tuple[int, int], list[FramePrompts]] = {}
         self._running = False
 
@@ -147,28 +146,10 @@ class VideoAnnotator:
         return self.session.source.get(self._frame_idx(frame_idx))
 
     # ------------------------------------------------------------------ objects
-    @property
-    def objects(self) -> dict[int, VideoObject]:
-        """Objects by id, in creation order (a copy of the mapping; objects are live)."""
-        return dict(self._objects)
-
-    def _obj(self, obj_id: int) -> VideoObject:
-        obj = self._objects.get(obj_id) if isinstance(obj_id, (int, np.integer)) else None
-        if obj is None:
-            raise ValueError(f"unknown object id {obj_id!r}; known ids: {list(self._objects)}")
-        return obj
-
     def add_object(self, name: str | None = None) -> int:
         """A new object (ids 1, 2, ... never reused; default name "object N")."""
         self.session  # noqa: B018 (closed check)
-        obj_id = self._next_id
-        label = f"object {obj_id}" if name is None else check_name(name)
-        self._objects[obj_id] = VideoObject(obj_id, label, palette_color(obj_id))
-        self._next_id += 1
-        return obj_id
-
-    def rename_object(self, obj_id: int, name: str) -> None:
-        self._obj(obj_id).name = check_name(name)
+        return self._new_object(name, VideoObject)
 
     def remove_object(self, obj_id: int) -> None:
         """Forget the object, its prompts and its tracked masks on every frame."""
