@@ -6,10 +6,9 @@ import math
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, Linear, attention
+from .common import MLP, Linear, attention, token_attention
 from .position_encoding import apply_rope, axial_rope_angles
 
 
@@ -48,9 +47,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on already projected q (B, Nq, D), k, v (B, Nk, D); D = internal width."""
-        return self._merge(
-            F.scaled_dot_product_attention(self._heads(q), self._heads(k), self._heads(v))
-        )
+        return self.out_proj(token_attention(q, k, v, self.num_heads))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
