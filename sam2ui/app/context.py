@@ -13,19 +13,21 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any
+from contextlib import contextmanager, nullcontext, suppress
+from typing import Any, TypeVar
 
 import numpy as np
 
 from sam2ui.core import CheckpointUnavailableError, ModelCache, SessionManager, SessionNotFound
 from sam2ui.core.model_cache import default_model_cache, image_predictor, video_predictor
 
+from . import zerogpu
 from .options import AppConfig
 
 __all__ = ["AppContext", "UserError", "check_inside", "target_object"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -91,7 +93,8 @@ class AppContext:
         """Load the shared model now; on failure keep a message in ``model_error`` (shown by
         the UI) instead of raising. Returns whether the model is ready."""
         try:
-            self.cache.get_model(self.config.model, self.device, self.config.dtype)
+            # The video view too: on ZeroGPU both must exist before a GPU worker is forked.
+            self.cache.get_video_model(self.config.model, self.device, self.config.dtype)
         except (CheckpointUnavailableError, FileNotFoundError, ValueError, RuntimeError) as err:
             self.model_error = (
                 f"The model {self.config.model!r} could not be loaded: {err}"
@@ -135,6 +138,23 @@ class AppContext:
         many users share the model without oversubscribing the device."""
         with self._gate:
             yield
+
+    def call(self, obj: T, method: str, *args: Any, **kwargs: Any) -> tuple[T, Any]:
+        """``obj.method(*args, **kwargs)`` as model work; returns ``(obj, result)``. On
+        ZeroGPU it runs in a GPU worker on a copy of ``obj``, and the returned ``obj`` is the
+        changed copy: callers must keep it in place of the old one."""
+        with self._gate_unless_zero_gpu():
+            return zerogpu.run(zerogpu.call_method, obj, method, *args, **kwargs)
+
+    def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` as model work (on ZeroGPU in a GPU worker; ``fn`` a
+        module-level function or class, its result handed back)."""
+        with self._gate_unless_zero_gpu():
+            return zerogpu.run(fn, *args, **kwargs)
+
+    def _gate_unless_zero_gpu(self) -> Any:
+        # ZeroGPU gives each call its own GPU and queues them itself.
+        return nullcontext() if zerogpu.on_zero_gpu() else self.model_work()
 
     # ------------------------------------------------------------------ sessions
     def create_session(self, state: Any, kind: str, owner: str | None = None) -> str:

@@ -120,14 +120,12 @@ class ImageHandlers:
         rgb = _as_rgb(image)
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
-                with self.ctx.model_work():
-                    work.annotator.set_image(rgb)
+                work.annotator, _ = self.ctx.call(work.annotator, "set_image", rgb)
                 work.selected, work.corner = None, None
                 return session_id, self._view(work, "Click on an object to segment it.")
         annotator = ImageAnnotator(self.ctx.image_predictor())
         try:
-            with self.ctx.model_work():
-                annotator.set_image(rgb)
+            annotator, _ = self.ctx.call(annotator, "set_image", rgb)
         except BaseException:
             annotator.close()
             raise
@@ -186,8 +184,9 @@ class ImageHandlers:
             check_inside(work.annotator.size, x, y, "image")
             target = target_object(work, obj_id)
             work.corner = None
-            with self.ctx.model_work():
-                work.annotator.add_click(target, float(x), float(y), bool(positive))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "add_click", target, float(x), float(y), bool(positive)
+            )
             return self._view(work)
 
     def box(
@@ -205,8 +204,9 @@ class ImageHandlers:
             check_inside(work.annotator.size, x1, y1, "image")
             target = target_object(work, obj_id)
             work.corner = None
-            with self.ctx.model_work():
-                work.annotator.set_box(target, float(x0), float(y0), float(x1), float(y1))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "set_box", target, float(x0), float(y0), float(x1), float(y1)
+            )
             return self._view(work)
 
     def point(
@@ -233,8 +233,7 @@ class ImageHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
-            with self.ctx.model_work():
-                work.annotator.undo(target)
+            work.annotator, _ = self.ctx.call(work.annotator, "undo", target)
             return self._view(work)
 
     def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
@@ -265,8 +264,9 @@ class ImageHandlers:
         if not 1 <= int(points_per_side) <= 64:
             raise UserError(f"points_per_side must be 1 to 64, got {points_per_side}.")
         with self.ctx.use(session_id, KIND) as work:
-            with self.ctx.model_work():
-                new_ids = work.annotator.segment_everything(points_per_side=int(points_per_side))
+            work.annotator, new_ids = self.ctx.call(
+                work.annotator, "segment_everything", points_per_side=int(points_per_side)
+            )
             work.corner = None
             if new_ids:
                 work.selected = new_ids[0]

@@ -26,7 +26,7 @@ from .image_handlers import ImageHandlers, ImageView
 from .options import AppConfig
 from .video_handlers import DIRECTIONS, VideoHandlers, VideoView
 from .views import MODES, choices, legend_html
-from .zerogpu import PROPAGATION_SECONDS, gpu, on_zero_gpu
+from .zerogpu import on_zero_gpu, prepare
 
 __all__ = ["build_demo", "launch_options"]
 
@@ -180,10 +180,8 @@ def _image_tab(ctx: AppContext) -> None:
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
     api = _api_inputs()
     outs = [canvas, p["objects"], p["legend"], candidates, status]
-    model = gpu()
 
     @guard
-    @model
     def on_upload(session: str | None, image: Any, request: gr.Request) -> tuple[Any, ...]:
         new_id, view = h.upload(session, image, _owner(request))
         return (new_id, *image_outputs(view))
@@ -191,7 +189,6 @@ def _image_tab(ctx: AppContext) -> None:
     upload.upload(on_upload, [sid, upload], [sid, *outs], api_name="image_upload")
 
     @guard
-    @model
     def on_select(session: str | None, obj: Any, mode: str, evt: gr.SelectData) -> Any:
         x, y = evt.index[:2]
         return image_outputs(h.point(session, _obj(obj), float(x), float(y), mode))
@@ -199,12 +196,10 @@ def _image_tab(ctx: AppContext) -> None:
     canvas.select(on_select, [sid, p["objects"], p["mode"]], outs, api_visibility="private")
 
     @guard
-    @model
     def on_click(session: str | None, obj: Any, x: float, y: float, positive: bool) -> Any:
         return image_outputs(h.click(session, _obj(obj), x, y, positive))
 
     @guard
-    @model
     def on_box(session: str | None, obj: Any, x0: float, y0: float, x1: float, y1: float) -> Any:
         return image_outputs(h.box(session, _obj(obj), x0, y0, x1, y1))
 
@@ -226,11 +221,11 @@ def _image_tab(ctx: AppContext) -> None:
     a["trigger"].click(on_choose, [sid, a["obj"], a["index"]], outs, api_name="image_choose")
     candidates.select(on_gallery, [sid, p["objects"]], outs, api_visibility="private")
 
-    def simple(method: Callable[..., ImageView], with_model: bool = False) -> Callable[..., Any]:
+    def simple(method: Callable[..., ImageView]) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
             return image_outputs(method(*args))
 
-        return guard(model(run) if with_model else run)
+        return guard(run)
 
     p["objects"].input(
         simple(lambda s, o: h.select_object(s, _obj(o))),
@@ -252,7 +247,7 @@ def _image_tab(ctx: AppContext) -> None:
         api_name="image_remove_object",
     )
     p["undo"].click(
-        simple(lambda s, o: h.undo(s, _obj(o)), with_model=True),
+        simple(lambda s, o: h.undo(s, _obj(o))),
         [sid, p["objects"]],
         outs,
         api_name="image_undo",
@@ -264,7 +259,7 @@ def _image_tab(ctx: AppContext) -> None:
         api_name="image_clear_object",
     )
     everything.click(
-        simple(lambda s, n: h.segment_everything(s, int(n)), with_model=True),
+        simple(lambda s, n: h.segment_everything(s, int(n))),
         [sid, pps],
         outs,
         api_name="image_segment_everything",
@@ -311,10 +306,8 @@ def _video_tab(ctx: AppContext) -> None:
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
     api = _api_inputs()
     outs = [frame, slider, p["objects"], p["legend"], status]
-    model = gpu()
 
     @guard
-    @model
     def on_upload(session: str | None, path: str | None, request: gr.Request) -> Any:
         new_id, view = h.upload(session, path, _owner(request))
         return (new_id, *video_outputs(view), None)
@@ -322,7 +315,6 @@ def _video_tab(ctx: AppContext) -> None:
     video_in.upload(on_upload, [sid, video_in], [sid, *outs, result], api_name="video_upload")
 
     @guard
-    @model
     def on_select(session: str | None, idx: float, obj: Any, mode: str, evt: gr.SelectData) -> Any:
         x, y = evt.index[:2]
         return video_outputs(h.point(session, int(idx), _obj(obj), float(x), float(y), mode))
@@ -330,12 +322,10 @@ def _video_tab(ctx: AppContext) -> None:
     frame.select(on_select, [sid, slider, p["objects"], p["mode"]], outs, api_visibility="private")
 
     @guard
-    @model
     def on_click(session: str | None, idx: float, obj: Any, x: float, y: float, pos: bool) -> Any:
         return video_outputs(h.click(session, int(idx), _obj(obj), x, y, pos))
 
     @guard
-    @model
     def on_box(
         session: str | None, idx: float, obj: Any, x0: float, y0: float, x1: float, y1: float
     ) -> Any:
@@ -355,11 +345,11 @@ def _video_tab(ctx: AppContext) -> None:
         api_name="video_box",
     )
 
-    def simple(method: Callable[..., VideoView], with_model: bool = False) -> Callable[..., Any]:
+    def simple(method: Callable[..., VideoView]) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
             return video_outputs(method(*args))
 
-        return guard(model(run) if with_model else run)
+        return guard(run)
 
     slider.release(
         simple(lambda s, i: h.show_frame(s, int(i))), [sid, slider], outs, api_name="video_frame"
@@ -384,20 +374,19 @@ def _video_tab(ctx: AppContext) -> None:
         api_name="video_remove_object",
     )
     p["undo"].click(
-        simple(lambda s, i, o: h.undo(s, int(i), _obj(o)), with_model=True),
+        simple(lambda s, i, o: h.undo(s, int(i), _obj(o))),
         [sid, slider, p["objects"]],
         outs,
         api_name="video_undo",
     )
     p["clear"].click(
-        simple(lambda s, i, o: h.clear_frame(s, int(i), _obj(o)), with_model=True),
+        simple(lambda s, i, o: h.clear_frame(s, int(i), _obj(o))),
         [sid, slider, p["objects"]],
         outs,
         api_name="video_clear_frame",
     )
 
     @guard
-    @gpu(PROPAGATION_SECONDS)
     def on_propagate(
         session: str | None, how: str, progress: gr.Progress = PROGRESS
     ) -> Iterator[Any]:
@@ -435,6 +424,7 @@ def build_demo(
     ctx = AppContext(config, cache=cache, sessions=sessions)
     if config.preload or on_zero_gpu():
         ctx.load_model()
+    prepare()
     ctx.start_reaper()
     with gr.Blocks(title="sam2ui", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(INTRO)

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from sam2ui.core import SessionNotFound
-from sam2ui.core.video_annotator import VideoAnnotator
+from sam2ui.core.video_annotator import PropagationStep, VideoAnnotator
 from sam2ui.core.video_io import open_frames
 
+from . import zerogpu
 from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows
-from .zerogpu import offload_state
+from .zerogpu import offload_state, on_zero_gpu
 
 __all__ = ["VideoHandlers", "VideoView", "VideoWork"]
 
@@ -76,9 +77,13 @@ class VideoHandlers:
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
+        self._stop_files: dict[str, Path] = {}  # ZeroGPU: a running propagation's stop flag
 
     # ------------------------------------------------------------------ helpers
-    def _view(self, work: VideoWork, message: str = "", **extra: Any) -> VideoView:
+    def _view(
+        self, work: VideoWork, message: str = "", picture: np.ndarray | None = None, **extra: Any
+    ) -> VideoView:
+        """The tab's view; ``picture`` is the rendered frame when it is already at hand."""
         ann = work.annotator
         if work.selected is not None and work.selected not in ann.objects:
             work.selected = None
@@ -89,7 +94,7 @@ class VideoHandlers:
             where = f"prompts on frames {prompted}" if prompted else "no prompts yet"
             area = f", {int(frame_masks[obj_id].sum())} px here" if obj_id in frame_masks else ""
             details[obj_id] = where + area
-        frame = ann.render(work.frame_idx, selected=work.selected)
+        frame = ann.render(work.frame_idx, selected=work.selected) if picture is None else picture
         if work.corner is not None:
             frame = mark_corner(frame, work.corner)
         rows = object_rows(ann.objects, details)
@@ -145,10 +150,9 @@ class VideoHandlers:
             raise UserError("Upload a video first.")
         self.check_limits(path)
         predictor = self.ctx.video_predictor()
-        with self.ctx.model_work():
-            annotator = VideoAnnotator(
-                predictor, os.fspath(path), offload_state_to_cpu=offload_state()
-            )
+        annotator = self.ctx.run(
+            VideoAnnotator, predictor, os.fspath(path), offload_state_to_cpu=offload_state()
+        )
         self.ctx.close_session(session_id)
         new_id = self.ctx.create_session(VideoWork(annotator), KIND, owner)
         with self.ctx.use(new_id, KIND) as work:
@@ -209,8 +213,9 @@ class VideoHandlers:
             check_inside(work.annotator.size, x, y, "frame")
             target = target_object(work, obj_id)
             work.corner = None
-            with self.ctx.model_work():
-                work.annotator.add_click(frame, target, float(x), float(y), bool(positive))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "add_click", frame, target, float(x), float(y), bool(positive)
+            )
             work.version += 1
             return self._view(work)
 
@@ -230,8 +235,9 @@ class VideoHandlers:
             check_inside(work.annotator.size, x1, y1, "frame")
             target = target_object(work, obj_id)
             work.corner = None
-            with self.ctx.model_work():
-                work.annotator.set_box(frame, target, float(x0), float(y0), float(x1), float(y1))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "set_box", frame, target, float(x0), float(y0), float(x1), float(y1)
+            )
             work.version += 1
             return self._view(work)
 
@@ -267,8 +273,9 @@ class VideoHandlers:
                 return self._view(work, "Box corner removed.")
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
-            with self.ctx.model_work():
-                work.annotator.undo(frame, target_object(work, obj_id))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "undo", frame, target_object(work, obj_id)
+            )
             work.version += 1
             return self._view(work)
 
@@ -280,8 +287,9 @@ class VideoHandlers:
             work.corner = None
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
-            with self.ctx.model_work():
-                work.annotator.clear_frame(frame, target_object(work, obj_id))
+            work.annotator, _ = self.ctx.call(
+                work.annotator, "clear_frame", frame, target_object(work, obj_id)
+            )
             work.version += 1
             return self._view(work)
 
@@ -299,6 +307,9 @@ class VideoHandlers:
             if not any(obj.prompts for obj in work.annotator.objects.values()):
                 raise UserError("Click on an object first, then propagate.")
         assert session_id is not None  # checked by use()
+        if on_zero_gpu():
+            yield from self._propagate_in_worker(session_id, direction, progress)
+            return
 
         def frames(work: VideoWork) -> Iterator[tuple[Any, VideoWork]]:
             steps = work.annotator.propagate(direction)  # type: ignore[arg-type]
@@ -340,11 +351,56 @@ class VideoHandlers:
             )
             yield self._view(work, msg, video=mp4, progress=(done, total))
 
+    def _propagate_in_worker(
+        self, session_id: str, direction: str, progress: Callable[[int, int], None] | None
+    ) -> Iterator[VideoView]:
+        """:meth:`propagate` on ZeroGPU: one GPU call tracks every frame on a copy of the
+        annotator and sends back progress, previews and finally the changed annotator. The
+        session stays held meanwhile; :meth:`cancel` stops it through a file, since the
+        worker is another process."""
+        with self.ctx.use(session_id, KIND) as work:
+            stop = work.folder / "stop"
+            stop.unlink(missing_ok=True)
+            self._stop_files[session_id] = stop
+            done = total = 0
+            try:
+                items = zerogpu.iterate(
+                    track_frames, work.annotator, direction, str(stop), work.selected
+                )
+                for step, picture, annotator in items:
+                    if annotator is not None:
+                        work.annotator = annotator
+                        break
+                    assert step is not None
+                    done, total = step.done, step.total
+                    work.version += 1
+                    if progress is not None:
+                        progress(done, total)
+                    if picture is not None:
+                        work.frame_idx = step.frame_idx
+                        msg = f"Tracking: {done}/{total} frames"
+                        yield self._view(work, msg, picture, progress=(done, total))
+            finally:
+                self._stop_files.pop(session_id, None)
+                stop.unlink(missing_ok=True)
+            work.version += 1
+            mp4 = self._overlay_mp4(work)
+            tracked = len(work.annotator.tracked_frames)
+            msg = (
+                f"Stopped after {done} of {total} frames; the tracked frames are kept."
+                if done < total
+                else f"Tracked {tracked} frames. Click to correct, then propagate again."
+            )
+            yield self._view(work, msg, video=mp4, progress=(done, total))
+
     def cancel(self, session_id: str | None) -> str:
         """Ask a running propagation of this session to stop before its next frame."""
         if session_id:
             with suppress(SessionNotFound):
                 self.ctx.sessions.cancel(session_id)
+            stop = self._stop_files.get(session_id)
+            if stop is not None:
+                stop.touch()
         return "Stopping…"
 
     def _overlay_mp4(self, work: VideoWork) -> Path:
@@ -369,3 +425,27 @@ class VideoHandlers:
 
     def close(self, session_id: str | None) -> None:
         self.ctx.close_session(session_id)
+
+
+def track_frames(
+    annotator: VideoAnnotator, direction: str, stop_file: str, selected: int | None
+) -> Iterator[tuple[PropagationStep | None, np.ndarray | None, VideoAnnotator | None]]:
+    """Where the model runs (a GPU worker on ZeroGPU): track every prompted object, yielding
+    ``(step, preview or None, None)`` after each frame (a rendered preview at most every
+    ``PREVIEW_EVERY_S``) and ``(None, None, annotator)`` last. Stops early, keeping what it
+    tracked, once ``stop_file`` exists."""
+    steps = annotator.propagate(direction)  # type: ignore[arg-type]
+    last_preview = 0.0
+    try:
+        for step in steps:
+            picture = None
+            now = time.monotonic()
+            if now - last_preview >= PREVIEW_EVERY_S or step.done == step.total:
+                last_preview = now
+                picture = annotator.render(step.frame_idx, selected=selected)
+            yield step, picture, None
+            if os.path.exists(stop_file):
+                break
+    finally:
+        steps.close()  # type: ignore[attr-defined]
+    yield None, None, annotator

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import get_config
+from .handoff import share
 from .image_predictor import SAM2ImagePredictor, resolve_device, resolve_dtype
 from .modeling import SAM2Model
 
@@ -209,7 +210,7 @@ class ModelCache:
             if not isinstance(model, SAM2Model):
                 raise TypeError(f"the loader returned {type(model).__name__}, not a SAM2Model")
             with self._lock:
-                self._models[key] = model
+                self._models[key] = share(model)
             return model
 
     def get_video_model(
@@ -227,7 +228,7 @@ class ModelCache:
         with self._lock:
             view = self._video_views.get(key)
             if view is None or self._models.get(key) is not model:
-                view = video_config_view(model)
+                view = share(video_config_view(model))
                 if self._models.get(key) is model:  # not evicted meanwhile
                     self._video_views[key] = view
             return view

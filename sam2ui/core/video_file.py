@@ -125,6 +125,31 @@ class VideoFileSource(FrameSource):
             return index / self.fps
         return float((self._pts[index] - self._pts[0]) * self._time_base)
 
+    # Pickling (handing a session to a forked worker, sam2ui.core.handoff): the frame table
+    # and settings go; the open file, the decoder position and the cached frames do not. The
+    # copy reopens the file, so it must still be there.
+    _TRANSIENT = ("_lock", "_cache", "_chunk", "_container", "_stream", "_gen", "_prev")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        state.update(_cache_size=self._cache.capacity, _pos=None, _last=None, _counter=0)
+        state["_floor"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        cache_size = state.pop("_cache_size")
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._cache = FrameCache(cache_size)
+        self._chunk = {}
+        self._gen = None
+        self._prev = None
+        self._container = None
+        try:
+            self._open()
+        except (av.error.FFmpegError, OSError) as exc:
+            raise ValueError(f"cannot reopen video {self.path}: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             if self._gen is not None:

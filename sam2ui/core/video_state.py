@@ -294,6 +294,13 @@ class VideoSession:
         # Position encoding of memory features: the same for every frame and object.
         self.memory_pos_enc: torch.Tensor | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (sam2ui.core.handoff) without the cached frame features: on the device and
+        # large (about 16 MB a frame), and recomputed when needed.
+        state = dict(self.__dict__)
+        state["features"] = FeatureCache(self.features.capacity)
+        return state
+
     @property
     def obj_ids(self) -> list[ObjectId]:
         """Object ids in row order of the returned masks."""

@@ -13,7 +13,7 @@ from sam2ui import cli
 from sam2ui.app import options
 from sam2ui.app.options import DEFAULT_MODEL, AppConfig
 from sam2ui.app.ui import launch_options
-from sam2ui.app.zerogpu import gpu, offload_state, on_zero_gpu
+from sam2ui.app.zerogpu import offload_state, on_zero_gpu, run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,12 +103,15 @@ def test_launch_options() -> None:
 
 
 def test_zero_gpu_glue_is_a_no_op_off_zero_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    def work(x: int) -> int:
+    calls: list[int] = []
+
+    def work(x: int) -> int:  # a local function: it could not be pickled for a worker
+        calls.append(x)
         return x + 1
 
     monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
     assert not on_zero_gpu() and not offload_state()
-    assert gpu()(work) is work
+    assert run(work, 1) == 2 and calls == [1]  # called here, directly
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     assert on_zero_gpu() == (importlib.util.find_spec("spaces") is not None)
 
