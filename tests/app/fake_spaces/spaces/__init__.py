@@ -9,6 +9,7 @@ only when the caller asks for the next item, which makes cancellation tests dete
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import functools
 import inspect
@@ -83,6 +84,9 @@ def GPU(task: Callable[..., Any] | None = None, *, duration: Any = None, size: A
                     yield pickle.loads(value)
                     conn.send("next")
             finally:
+                if process.is_alive():
+                    with contextlib.suppress(OSError):
+                        conn.send("stop")  # the caller stopped early: the worker ends too
                 conn.close()
                 process.join(timeout=30)
                 if process.is_alive():
