@@ -158,6 +158,7 @@ class VideoFileSource(FrameSource):
             if self._container is not None:
                 self._container.close()
                 self._container = None
+            self._prev = None  # a decoded frame keeps the decoder (and its threads) alive
             self._cache.clear()
             self._chunk.clear()
 
