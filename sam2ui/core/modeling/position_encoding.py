@@ -109,18 +109,24 @@ def axial_rope_angles(
     )
 
 
-def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x (B, heads, N, D) by ``rotations`` (M, D/2).
+def apply_rope_(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x (B, heads, N, D) by ``rotations`` (M, D/2), in
+    place; returns x. N is a multiple of M: keys spanning several memory frames repeat the
+    rotations of one frame's grid. x's last axis must be contiguous.
 
-    When N is a multiple of M (keys spanning several memory frames) the rotations repeat.
+    The product is computed in complex64, as the reference does (bfloat16 x is rotated in
+    float32 and rounded once), with the rotations broadcast over the N / M repeats instead of
+    copied: for memory attention's ~29k keys that copy cost as much as the product itself.
     """
-    n = x.shape[-2]
-    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    m = rotations.shape[0]
-    if n != m:
-        rotations = rotations.repeat(n // m, 1)
-    out = torch.view_as_real(pairs * rotations).flatten(-2)
-    return out.type_as(x)
+    n, m = x.shape[-2], rotations.shape[0]
+    if n % m:
+        raise ValueError(f"{n} tokens are not a whole number of {m}-token grids")
+    pairs = x.float()  # x itself when float32, which is then rotated in place
+    grids = torch.view_as_complex(pairs.unflatten(-1, (-1, 2))).unflatten(-2, (n // m, m))
+    grids.mul_(rotations)  # (..., N / M, M, D/2) * (M, D/2)
+    if pairs is not x:
+        x.copy_(pairs)
+    return x
 
 
 def sine_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:

@@ -53,6 +53,8 @@ class PromptEncoder(nn.Module):
         the buffer changes (loading weights bumps its version counter).
         """
         matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        if matrix.is_inference():  # built or loaded under inference_mode: no version counter
+            return self.pe_layer.grid(*self.image_embedding_size)[None]
         key = (matrix.data_ptr(), matrix._version, matrix.device, matrix.dtype)
         if self._dense_pe is not None and self._dense_pe[0] == key:
             return self._dense_pe[1]

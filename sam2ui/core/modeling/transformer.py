@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import MLP, Linear, attention, token_attention
-from .position_encoding import apply_rope, axial_rope_angles
+from .common import MLP, Linear, attention, attention_projected_values, token_attention
+from .position_encoding import apply_rope_, axial_rope_angles
 
 
 class Attention(nn.Module):
@@ -94,20 +94,18 @@ class RoPEAttention(Attention):
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0
     ) -> torch.Tensor:
-        q, k, v = (
-            self._heads(self.q_proj(q)),
-            self._heads(self.k_proj(k)),
-            self._heads(self.v_proj(v)),
-        )
+        q, k = self._heads(self.q_proj(q)), self._heads(self.k_proj(k))
         rot = self.rotations(q.shape[-2], q.device)
-        q = apply_rope(q, rot)
+        apply_rope_(q, rot)  # fresh projections: rotated in place
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != q.shape[-2] and not self.rope_k_repeat:
                 raise ValueError("keys longer than queries need rope_k_repeat")
-            k_rot = apply_rope(k[:, :, :n_rope], rot)
-            k = torch.cat((k_rot, k[:, :, n_rope:]), dim=2) if num_k_exclude_rope else k_rot
-        return self._merge(attention(q, k, v))
+            apply_rope_(k[:, :, :n_rope], rot)
+        if self.num_heads == 1:
+            # One head: the value projection may follow the attention (see the function).
+            return self.out_proj(attention_projected_values(q, k, v, self.v_proj))
+        return self._merge(attention(q, k, self._heads(self.v_proj(v))))
 
 
 class ImageKeys(NamedTuple):

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sam2ui.core.modeling.common import attention, set_onednn_linear, token_attention
+from sam2ui.core.modeling.common import (
+    attention,
+    attention_projected_values,
+    set_onednn_linear,
+    token_attention,
+)
 
 
 def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -53,3 +59,79 @@ def test_blocked_attention_matches_fused_kernel() -> None:
     torch.testing.assert_close(
         attention(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_bfloat16_blocked_attention_matches_fused_kernel(heads: int) -> None:
+    # 3000 keys take the blocked path (oneDNN products and softmax); the fused kernel in
+    # float32 on the same bfloat16-rounded inputs is the reference.
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(1, heads, 600, 64, generator=gen).bfloat16()
+    k, v = torch.randn(2, 1, heads, 3000, 64, generator=gen).bfloat16()
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    got = attention(q, k, v)
+    assert got.dtype == torch.bfloat16 and got.shape == expected.shape
+    # Outputs are weighted averages of ~3000 values of N(0, 1) (0.02 on average, up to 0.15);
+    # bfloat16 weights and outputs (8-bit mantissas) put the error near 1e-3, keys of the
+    # wrong head near 0.2.
+    torch.testing.assert_close(got.float(), expected, rtol=0, atol=2e-3)
+
+
+def _memory_like(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, nn.Linear]:
+    """Queries and keys (1, 1, L, 64) and 16-wide values with a 16 -> 64 projection."""
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 1, 300, 64, generator=gen) * 2
+    k = torch.randn(1, 1, 2000, 64, generator=gen)
+    x = torch.randn(1, 2000, 16, generator=gen)
+    proj = nn.Linear(16, 64)
+    with torch.no_grad():
+        proj.bias.normal_(0, 1, generator=gen)  # a bias of size 1 shows a missing or double bias
+    return q.to(dtype), k.to(dtype), x.to(dtype), proj.to(dtype)
+
+
+@torch.inference_mode()
+def test_projected_values_attention_matches_projecting_first() -> None:
+    q, k, x, proj = _memory_like(torch.float32)
+    expected = F.scaled_dot_product_attention(q, k, proj(x)[:, None])[:, 0]
+    got = attention_projected_values(q, k, x, proj)
+    assert got.shape == (1, 300, 64)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+    previous = set_onednn_linear(False)
+    try:  # with the fast kernels off the values are projected first, as in the reference
+        exact = attention_projected_values(q, k, x, proj)
+    finally:
+        set_onednn_linear(previous)
+    assert torch.equal(exact, expected)
+    if previous:  # the fast path really is a different computation
+        assert not torch.equal(got, exact)
+
+
+@torch.inference_mode()
+def test_projected_values_attention_in_bfloat16() -> None:
+    q, k, x, proj = _memory_like(torch.bfloat16)
+    values = F.linear(x.float(), proj.weight.float(), proj.bias.float())
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), values[:, None])[:, 0]
+    got = attention_projected_values(q, k, x, proj)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_projected_values_attention_needs_one_head() -> None:
+    q, k, x, proj = _memory_like(torch.float32)
+    with pytest.raises(ValueError, match="one head"):
+        attention_projected_values(q.expand(1, 2, -1, -1), k.expand(1, 2, -1, -1), x, proj)
+
+
+def test_a_model_built_under_inference_mode_predicts() -> None:
+    from dataclasses import replace
+
+    from sam2ui.core import build_sam2, get_config
+    from sam2ui.core.image_predictor import SAM2ImagePredictor
+
+    with torch.inference_mode():
+        model = build_sam2(replace(get_config("sam2.1-hiera-tiny"), image_size=256))
+        predictor = SAM2ImagePredictor(model)
+        predictor.set_image(torch.zeros(64, 64, 3, dtype=torch.uint8).numpy())
+        masks, scores, _ = predictor.predict(point_coords=[[10, 10]], point_labels=[1])
+    assert masks.shape == (3, 64, 64) and scores.shape == (3,)
