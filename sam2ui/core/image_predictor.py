@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .modeling import ImageFeatures, SAM2Model
 from .modeling.prompt_encoder import POINT_LABELS
 from .modeling.transformer import ImageKeys
 from .transforms import ImageLike, image_to_tensor, preprocess
+from .upsample import upsample_logits, upsample_masks
 
 Prompt = Any  # numpy array, sequence or torch tensor
 
@@ -387,22 +387,24 @@ class SAM2ImagePredictor:
             keys = self._image_keys[idx]
         out = self.model.decode_masks(one, points, mask_input, multimask_output, keys)
         low_res = out.masks.float()
-        masks = self._postprocess(low_res, self._orig_hw[idx])
-        low_res = low_res.clamp(-32.0, 32.0)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        return masks, out.iou_pred.float(), low_res
+        cleaned = self._clean_low_res(low_res)
+        if return_logits:
+            masks = upsample_logits(cleaned, self._orig_hw[idx])
+        else:
+            # Only the side of the threshold matters: the same masks as thresholding the
+            # upsampled logits, without interpolating pixels away from mask boundaries.
+            masks = upsample_masks(cleaned, self._orig_hw[idx], self.mask_threshold)
+        return masks, out.iou_pred.float(), low_res.clamp(-32.0, 32.0)
 
-    def _postprocess(self, low_res: torch.Tensor, orig_hw: tuple[int, int]) -> torch.Tensor:
-        """Optional hole/sprinkle clean-up at low resolution, then bilinear upsampling to the
-        original size: (B, C, 256, 256) -> (B, C, H, W) logits."""
+    def _clean_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Optional hole/sprinkle clean-up of (B, C, 256, 256) logits, at low resolution."""
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
             from .masks import fill_holes_and_remove_sprinkles
 
             low_res = fill_holes_and_remove_sprinkles(
                 low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
             )
-        return F.interpolate(low_res, orig_hw, mode="bilinear", align_corners=False)
+        return low_res
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
