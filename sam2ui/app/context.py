@@ -143,18 +143,14 @@ class AppContext:
         """``obj.method(*args, **kwargs)`` as model work; returns ``(obj, result)``. On
         ZeroGPU it runs in a GPU worker on a copy of ``obj``, and the returned ``obj`` is the
         changed copy: callers must keep it in place of the old one."""
-        with self._gate_unless_zero_gpu():
-            return zerogpu.run(zerogpu.call_method, obj, method, *args, **kwargs)
+        return self.run(zerogpu.call_method, obj, method, *args, **kwargs)
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` as model work (on ZeroGPU in a GPU worker; ``fn`` a
         module-level function or class, its result handed back)."""
-        with self._gate_unless_zero_gpu():
+        # ZeroGPU gives each call its own GPU and queues them itself: no model slot there.
+        with nullcontext() if zerogpu.on_zero_gpu() else self.model_work():
             return zerogpu.run(fn, *args, **kwargs)
-
-    def _gate_unless_zero_gpu(self) -> Any:
-        # ZeroGPU gives each call its own GPU and queues them itself.
-        return nullcontext() if zerogpu.on_zero_gpu() else self.model_work()
 
     # ------------------------------------------------------------------ sessions
     def create_session(self, state: Any, kind: str, owner: str | None = None) -> str:

@@ -340,16 +340,19 @@ class VideoHandlers:
                     yield self._view(work, msg, progress=(done, total))
         except SessionNotFound:
             raise UserError("This session has ended; upload the video again.") from None
-        stopped = done < total
         with self.ctx.use(session_id, KIND) as work:
-            mp4 = self._overlay_mp4(work)
-            msg = (
-                f"Stopped after {done} of {total} frames; the tracked frames are kept."
-                if stopped
-                else f"Tracked {len(work.annotator.tracked_frames)} frames. "
-                "Click to correct, then propagate again."
-            )
-            yield self._view(work, msg, video=mp4, progress=(done, total))
+            yield self._tracked_view(work, done, total)
+
+    def _tracked_view(self, work: VideoWork, done: int, total: int) -> VideoView:
+        """The view after a propagation of ``done`` of ``total`` frames, with its MP4."""
+        mp4 = self._overlay_mp4(work)
+        msg = (
+            f"Stopped after {done} of {total} frames; the tracked frames are kept."
+            if done < total
+            else f"Tracked {len(work.annotator.tracked_frames)} frames. "
+            "Click to correct, then propagate again."
+        )
+        return self._view(work, msg, video=mp4, progress=(done, total))
 
     def _propagate_in_worker(
         self, session_id: str, direction: str, progress: Callable[[int, int], None] | None
@@ -384,14 +387,7 @@ class VideoHandlers:
                 self._stop_files.pop(session_id, None)
                 stop.unlink(missing_ok=True)
             work.version += 1
-            mp4 = self._overlay_mp4(work)
-            tracked = len(work.annotator.tracked_frames)
-            msg = (
-                f"Stopped after {done} of {total} frames; the tracked frames are kept."
-                if done < total
-                else f"Tracked {tracked} frames. Click to correct, then propagate again."
-            )
-            yield self._view(work, msg, video=mp4, progress=(done, total))
+            yield self._tracked_view(work, done, total)
 
     def cancel(self, session_id: str | None) -> str:
         """Ask a running propagation of this session to stop before its next frame."""
