@@ -194,7 +194,7 @@ def attention_projected_values(
     """
     if q.shape[1] != 1:
         raise ValueError(f"expected one head, got q of shape {tuple(q.shape)}")
-    if x.shape[-1] < proj.weight.shape[0] and _fast_cpu_path(q, k, x):
+    if x.shape[-1] < proj.weight.shape[0] and fast_cpu_kernels(q, k, x):
         return linear(attention(q, k, x[:, None])[:, 0], proj.weight, proj.bias)
     return attention(q, k, proj(x)[:, None])[:, 0]
 
@@ -208,7 +208,9 @@ def attention_projected_values(
 _FEW_TOKENS = 16
 
 
-def _fast_cpu_path(*tensors: torch.Tensor) -> bool:
+def fast_cpu_kernels(*tensors: torch.Tensor) -> bool:
+    """Whether the fast CPU kernels apply to these tensors (see :func:`set_onednn_linear`):
+    on, CPU tensors of float32 or bfloat16, no gradients needed."""
     return (
         _ONEDNN_LINEAR
         and tensors[0].device.type == "cpu"
@@ -237,12 +239,128 @@ def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
     merged in the result (B, Nq, D). One side is a handful of prompt tokens. With the fast
     kernels off, or off the CPU, it is the fused kernel, as in the reference."""
     few, many = sorted((q.shape[1], k.shape[1]))
-    fast = _fast_cpu_path(q, k, v) and few <= _FEW_TOKENS and many >= _ONEDNN_MIN_ROWS
+    fast = fast_cpu_kernels(q, k, v) and few <= _FEW_TOKENS and many >= _ONEDNN_MIN_ROWS
     if fast and k.shape[1] == few:
         return _few_keys_attention(q, k, v, heads)
     qh, kh, vh = (x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2) for x in (q, k, v))
     out = _small_attention(qh, kh, vh) if fast else F.scaled_dot_product_attention(qh, kh, vh)
     return out.transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
+
+
+# The mask decoder's attention between a few tokens and the 4096 image tokens, with the image
+# side's projection folded into the tokens' side (exact in real arithmetic). A projection of
+# the image tokens, 4096 x 256 -> 128, costs as much as both products of the attention that
+# follows it; folding lets the few tokens meet the unprojected image tokens instead:
+# - scores:  (W_k x + b_k) . q = x . (W_k^T q) + b_k . q, and b_k . q is the same for every
+#   key of a query, so the softmax drops it;
+# - values:  sum_j p_j (W_v x_j + b_v) = W_v (sum_j p_j x_j) + b_v, the weights summing to one;
+# - outputs: W_o (sum_j p_ij v_j) + b_o = sum_j p_ij (W_o v_j) + b_o, per head.
+# Each attention then runs as two oneDNN products over the image tokens with (heads x tokens)
+# rows, half the work of projecting. Float32 results differ from the reference's by rounding.
+
+
+def _product(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w.T (+ bias) through oneDNN, for 2-D x and w."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+
+
+def _folds(x: torch.Tensor, tokens: torch.Tensor, proj: nn.Linear) -> bool:
+    """Whether the folded kernels apply: fast CPU kernels, a handful of tokens against many
+    image tokens, one dtype throughout."""
+    return (
+        fast_cpu_kernels(tokens, x)
+        and tokens.shape[1] <= _FEW_TOKENS
+        and x.shape[1] >= _ONEDNN_MIN_ROWS
+        and x.dtype == tokens.dtype == proj.weight.dtype
+    )
+
+
+def tokens_to_image_attention(
+    q: torch.Tensor,
+    x_k: torch.Tensor,
+    x_v: torch.Tensor,
+    k_proj: nn.Linear,
+    v_proj: nn.Linear,
+    heads: int,
+) -> torch.Tensor:
+    """Attention of a few projected queries q (B, Nq, D) over image tokens whose keys are
+    ``k_proj(x_k)`` and values ``v_proj(x_v)``, x_k and x_v (B or 1, N, C) unprojected.
+    Returns (B, Nq, D), heads merged: ``token_attention(q, k_proj(x_k), v_proj(x_v), heads)``.
+    """
+    if not _folds(x_k, q, k_proj):
+        k, v = k_proj(x_k), v_proj(x_v)
+        n = q.shape[0]
+        return token_attention(q, k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]), heads)
+    b, nq, dim = q.shape
+    head_dim = dim // heads
+    q_h = (q * head_dim**-0.5).view(b, nq, heads, head_dim).transpose(1, 2)
+    # Per head, the queries mapped back through W_k: (B, heads, Nq, C) -> (B, heads * Nq, C).
+    q_fold = (q_h @ k_proj.weight.view(heads, head_dim, -1)).reshape(b, heads * nq, -1)
+    mixed = []
+    for i in range(b):
+        xk, xv = x_k[min(i, x_k.shape[0] - 1)], x_v[min(i, x_v.shape[0] - 1)]
+        weights = torch.softmax(_product(q_fold[i], xk), dim=-1)  # (heads * Nq, N)
+        mixed.append(_product(weights, xv.t()))  # (heads * Nq, C): weighted image tokens
+    y = torch.stack(mixed).view(b, heads, nq, -1)
+    w_v = v_proj.weight.view(heads, head_dim, -1)
+    out = y @ w_v.transpose(1, 2) + v_proj.bias.view(heads, 1, head_dim)  # (B, heads, Nq, hd)
+    return out.transpose(1, 2).reshape(b, nq, dim)
+
+
+def image_to_tokens_attention(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out_proj: nn.Linear,
+    heads: int,
+    residual: torch.Tensor,
+    *,
+    q: torch.Tensor | None = None,
+    x_q: torch.Tensor | None = None,
+    q_proj: nn.Linear | None = None,
+) -> torch.Tensor:
+    """``residual + out_proj(attention)`` of the image tokens over a few projected tokens k, v
+    (B, Nk, D). The image side is given either projected, q (B or 1, N, D), or as x_q
+    (B or 1, N, C) with its ``q_proj``. residual: (B or 1, N, C_out). Returns (B, N, C_out).
+    """
+    if q is None:
+        if x_q is None or q_proj is None:
+            raise ValueError("give the image queries projected (q) or with their q_proj")
+        image = x_q
+    else:
+        image = q
+    if not _folds(image, k, out_proj):
+        q = q_proj(image) if q is None and q_proj is not None else image
+        n = k.shape[0]
+        attn = token_attention(q.expand(n, *q.shape[1:]), k, v, heads)
+        return residual + out_proj(attn)
+    b, nk, dim = k.shape
+    head_dim = dim // heads
+    k_h = (k * head_dim**-0.5).view(b, nk, heads, head_dim).transpose(1, 2)  # (B, H, Nk, hd)
+    v_h = v.view(b, nk, heads, head_dim).transpose(1, 2)
+    # Each token's value mapped through its head's slice of W_o: (B, heads * Nk, C_out).
+    w_o = out_proj.weight.view(-1, heads, head_dim).permute(1, 2, 0)  # (H, hd, C_out)
+    v_fold_t = (v_h @ w_o).reshape(b, heads * nk, -1).transpose(1, 2).contiguous()
+    if q is None:
+        assert q_proj is not None
+        # Per head, the keys mapped back through W_q, and b_q . k per key.
+        k_fold = (k_h @ q_proj.weight.view(heads, head_dim, -1)).reshape(b, heads * nk, -1)
+        k_bias = (k_h @ q_proj.bias.view(heads, head_dim, 1)).reshape(b, heads * nk, 1)
+    out = []
+    for i in range(b):
+        img = image[min(i, image.shape[0] - 1)]
+        if q is None:
+            scores_t = _product(k_fold[i], img).add_(k_bias[i])  # (heads * Nk, N)
+        else:
+            q_t = img.view(-1, heads, head_dim).permute(1, 2, 0)  # (H, hd, N)
+            scores_t = (k_h[i] @ q_t).view(heads * nk, -1)
+        weights_t = torch.softmax(scores_t.view(heads, nk, -1), dim=1).view(heads * nk, -1)
+        res = residual[min(i, residual.shape[0] - 1)]
+        out.append(
+            torch.ops.mkldnn._linear_pointwise.binary(
+                weights_t.t().contiguous(), res, v_fold_t[i], out_proj.bias, "add"
+            )
+        )
+    return out[0].unsqueeze(0) if b == 1 else torch.stack(out)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import MLP, LayerNorm2d
+from .common import MLP, LayerNorm2d, fast_cpu_kernels, linear
 from .transformer import ImageKeys, TwoWayTransformer
 
 
@@ -150,14 +150,24 @@ class MaskDecoder(nn.Module):
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )  # (B, M, C/8)
-        b, c, h, w = up.shape
-        masks = (hyper_in @ up.reshape(b, c, h * w)).view(b, -1, h, w)
+        masks = self._hypernetwork_product(hyper_in, up)
         iou_pred = self.iou_prediction_head(iou_token_out)
         if self.pred_obj_scores:
             obj_logits = self.pred_obj_score_head(hs[:, 0])
         else:
             obj_logits = iou_pred.new_full((iou_pred.shape[0], 1), 10.0)
         return masks, iou_pred, mask_tokens_out, obj_logits
+
+    @staticmethod
+    def _hypernetwork_product(hyper_in: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, M, H, W): per-mask weights hyper_in (B, M, C) over the channels of
+        the upscaled embedding ``up`` (B, C, H, W)."""
+        b, c, h, w = up.shape
+        if b == 1 and fast_cpu_kernels(up) and up.is_contiguous(memory_format=torch.channels_last):
+            # Channels-last pixels are rows of C: one oneDNN product, no 8 MB copy of ``up``.
+            pixels = up.permute(0, 2, 3, 1).reshape(h * w, c)
+            return linear(pixels, hyper_in[0], None).t().reshape(1, -1, h, w)
+        return (hyper_in @ up.reshape(b, c, h * w)).view(b, -1, h, w)
 
     def image_keys(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, no_mask_dense: torch.Tensor

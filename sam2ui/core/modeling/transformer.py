@@ -8,7 +8,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import MLP, Linear, attention, attention_projected_values, token_attention
+from .common import (
+    MLP,
+    Linear,
+    attention,
+    attention_projected_values,
+    image_to_tokens_attention,
+    token_attention,
+    tokens_to_image_attention,
+)
 from .position_encoding import apply_rope_, axial_rope_angles
 
 
@@ -170,8 +178,10 @@ class TwoWayAttentionBlock(nn.Module):
         key_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``keys`` is the image tokens (B, HW, C), or their precomputed :class:`ImageKeys`."""
-        if not isinstance(keys, ImageKeys):
-            keys = self.image_keys(keys, key_pe)
+        cached = keys if isinstance(keys, ImageKeys) else None
+        if cached is not None:
+            keys = cached.keys
+        assert isinstance(keys, torch.Tensor)
         n = queries.shape[0]
         if self.skip_first_layer_pe:
             # The first layer replaces the tokens by their self-attention (no residual, no PE).
@@ -182,18 +192,30 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm1(queries)
 
         t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
-        attn = t2i.attend(
-            t2i.q_proj(queries + query_pe),
-            _batch(keys.token_to_image_k, n),
-            _batch(keys.token_to_image_v, n),
-        )
+        q_t2i = t2i.q_proj(queries + query_pe)
+        if cached is not None:
+            attn = t2i.attend(
+                q_t2i, _batch(cached.token_to_image_k, n), _batch(cached.token_to_image_v, n)
+            )
+        else:
+            keys_pe = keys + key_pe
+            attn = tokens_to_image_attention(
+                q_t2i, keys_pe, keys, t2i.k_proj, t2i.v_proj, t2i.num_heads
+            )
+            attn = t2i.out_proj(attn)
         queries = self.norm2(queries + attn)
         queries = self.norm3(queries + self.mlp(queries))
 
-        attn = i2t.attend(
-            _batch(keys.image_to_token_q, n), i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
-        )
-        return queries, self.norm4(keys.keys + attn)
+        k, v = i2t.k_proj(queries + query_pe), i2t.v_proj(queries)
+        if cached is not None:
+            keys = image_to_tokens_attention(
+                k, v, i2t.out_proj, i2t.num_heads, cached.keys, q=cached.image_to_token_q
+            )
+        else:
+            keys = image_to_tokens_attention(
+                k, v, i2t.out_proj, i2t.num_heads, keys, x_q=keys_pe, q_proj=i2t.q_proj
+            )
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -251,6 +273,11 @@ class TwoWayTransformer(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries, keys, point_embedding, key_pe)
         assert isinstance(keys, torch.Tensor)
-        attn = self.final_attn_token_to_image(queries + point_embedding, keys + key_pe, keys)
+        final = self.final_attn_token_to_image
+        attn = tokens_to_image_attention(
+            final.q_proj(queries + point_embedding), keys + key_pe, keys,
+            final.k_proj, final.v_proj, final.num_heads,
+        )  # fmt: skip
+        attn = final.out_proj(attn)
         queries = self.norm_final_attn(queries + attn)
         return queries, keys

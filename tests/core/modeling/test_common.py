@@ -10,8 +10,10 @@ from torch import nn
 from sam2ui.core.modeling.common import (
     attention,
     attention_projected_values,
+    image_to_tokens_attention,
     set_onednn_linear,
     token_attention,
+    tokens_to_image_attention,
 )
 
 
@@ -121,6 +123,90 @@ def test_projected_values_attention_needs_one_head() -> None:
     q, k, x, proj = _memory_like(torch.float32)
     with pytest.raises(ValueError, match="one head"):
         attention_projected_values(q.expand(1, 2, -1, -1), k.expand(1, 2, -1, -1), x, proj)
+
+
+def _decoder_like(
+    batch: int, image_batch: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[nn.Linear]]:
+    """Image tokens (image_batch, 300, 64), image tokens + position (same), prompt tokens
+    (batch, 7, 64), and four 64 -> 32 / 32 -> 64 projections as in the decoder's attention."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(image_batch, 300, 64, generator=gen)
+    x_pe = x + torch.randn(image_batch, 300, 64, generator=gen)
+    tokens = torch.randn(batch, 7, 64, generator=gen)
+    projs = [nn.Linear(64, 32), nn.Linear(64, 32), nn.Linear(64, 32), nn.Linear(32, 64)]
+    with torch.no_grad():
+        for proj in projs:  # weights of scale 1 give scores of tens: far from uniform weights
+            proj.weight.normal_(0, 0.5, generator=gen)
+            proj.bias.normal_(0, 1, generator=gen)  # biases of size 1 show a missing one
+    return x, x_pe, tokens, projs
+
+
+def _assert_rounding_close(got: torch.Tensor, expected: torch.Tensor) -> None:
+    # Folding reorders float32 sums of terms up to the outputs' size (tens here): errors of a
+    # few ulps of the largest output. A missing bias, a wrong head or a softmax over the wrong
+    # axis moves outputs by O(1) of that size.
+    scale = float(expected.abs().max())
+    assert scale > 1.0
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale)
+
+
+def _unfolded(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
+) -> torch.Tensor:  # the reference's arithmetic: project, then the fused kernel
+    n = max(q.shape[0], k.shape[0])
+    q, k, v = (t.expand(n, *t.shape[1:]) for t in (q, k, v))
+    return _fused(q, k, v, heads)
+
+
+@pytest.mark.parametrize(("batch", "image_batch"), [(1, 1), (3, 1), (3, 3)])
+@torch.inference_mode()
+def test_tokens_to_image_attention_matches_projecting_the_image(
+    batch: int, image_batch: int
+) -> None:
+    x, x_pe, tokens, (q_proj, k_proj, v_proj, _) = _decoder_like(batch, image_batch, 4)
+    q = q_proj(tokens)
+    expected = _unfolded(q, k_proj(x_pe), v_proj(x), heads=4)
+    got = tokens_to_image_attention(q, x_pe, x, k_proj, v_proj, heads=4)
+    assert got.shape == (batch, 7, 32)
+    _assert_rounding_close(got, expected)
+    previous = set_onednn_linear(False)
+    try:  # with the fast kernels off: projections first, as in the reference
+        exact = tokens_to_image_attention(q, x_pe, x, k_proj, v_proj, heads=4)
+    finally:
+        set_onednn_linear(previous)
+    assert torch.equal(exact, _unfolded(q, k_proj(x_pe), v_proj(x), heads=4))
+    if previous:  # the fast path really is a different computation
+        assert not torch.equal(got, exact)
+
+
+@pytest.mark.parametrize(("batch", "image_batch"), [(1, 1), (3, 1), (3, 3)])
+@pytest.mark.parametrize("projected", [False, True])
+@torch.inference_mode()
+def test_image_to_tokens_attention_matches_projecting_the_image(
+    batch: int, image_batch: int, projected: bool
+) -> None:
+    x, x_pe, tokens, (q_proj, k_proj, v_proj, out_proj) = _decoder_like(batch, image_batch, 5)
+    k, v = k_proj(tokens), v_proj(tokens * 0.5)
+    expected = x + out_proj(_unfolded(q_proj(x_pe), k, v, heads=4))
+    image = {"q": q_proj(x_pe)} if projected else {"x_q": x_pe, "q_proj": q_proj}
+    got = image_to_tokens_attention(k, v, out_proj, 4, x, **image)
+    assert got.shape == (batch, 300, 64)
+    _assert_rounding_close(got, expected)
+    previous = set_onednn_linear(False)
+    try:
+        exact = image_to_tokens_attention(k, v, out_proj, 4, x, **image)
+    finally:
+        set_onednn_linear(previous)
+    assert torch.equal(exact, expected)
+    if previous:
+        assert not torch.equal(got, exact)
+
+
+def test_image_to_tokens_attention_needs_the_image_side() -> None:
+    x, _, tokens, (_, k_proj, v_proj, out_proj) = _decoder_like(1, 1, 6)
+    with pytest.raises(ValueError, match="q_proj"):
+        image_to_tokens_attention(k_proj(tokens), v_proj(tokens), out_proj, 4, x, x_q=x)
 
 
 def test_a_model_built_under_inference_mode_predicts() -> None:
