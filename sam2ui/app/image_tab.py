@@ -9,7 +9,15 @@ import gradio as gr
 
 from .context import AppContext
 from .image_handlers import ImageHandlers, ImageView
-from .parts import DISPLAY_FORMAT, api_inputs, guard, object_id, object_panel, owner_of
+from .parts import (
+    DISPLAY_FORMAT,
+    api_inputs,
+    guard,
+    object_id,
+    object_panel,
+    owner_of,
+    wire_object_panel,
+)
 from .views import choices, legend_html
 
 
@@ -103,25 +111,7 @@ def image_tab(ctx: AppContext) -> None:
 
         return guard(run)
 
-    p["objects"].input(
-        simple(lambda s, o: h.select_object(s, object_id(o))),
-        [sid, p["objects"]],
-        outs,
-        api_name="image_select_object",
-    )
-    p["add"].click(simple(h.add_object), [sid, p["name"]], outs, api_name="image_add_object")
-    p["rename"].click(
-        simple(lambda s, o, n: h.rename_object(s, object_id(o), n)),
-        [sid, p["objects"], p["name"]],
-        outs,
-        api_name="image_rename_object",
-    )
-    p["remove"].click(
-        simple(lambda s, o: h.remove_object(s, object_id(o))),
-        [sid, p["objects"]],
-        outs,
-        api_name="image_remove_object",
-    )
+    wire_object_panel(p, h, simple, sid, outs, "image")
     p["undo"].click(
         simple(lambda s, o: h.undo(s, object_id(o))),
         [sid, p["objects"]],

@@ -88,6 +88,41 @@ def object_panel(prefix: str) -> dict[str, Any]:
     return parts
 
 
+def wire_object_panel(
+    parts: dict[str, Any],
+    handlers: Any,
+    simple: Callable[[Callable[..., Any]], Callable[..., Any]],
+    session: Any,
+    outputs: list[Any],
+    prefix: str,
+) -> None:
+    """Connect the select, add, rename and remove controls of :func:`object_panel` to the
+    same-named methods of a tab's handlers (``{prefix}_select_object`` etc. in the API);
+    ``simple`` turns a handler's view into the tab's outputs."""
+    h, objects = handlers, parts["objects"]
+    objects.input(
+        simple(lambda s, o: h.select_object(s, object_id(o))),
+        [session, objects],
+        outputs,
+        api_name=f"{prefix}_select_object",
+    )
+    parts["add"].click(
+        simple(h.add_object), [session, parts["name"]], outputs, api_name=f"{prefix}_add_object"
+    )
+    parts["rename"].click(
+        simple(lambda s, o, n: h.rename_object(s, object_id(o), n)),
+        [session, objects, parts["name"]],
+        outputs,
+        api_name=f"{prefix}_rename_object",
+    )
+    parts["remove"].click(
+        simple(lambda s, o: h.remove_object(s, object_id(o))),
+        [session, objects],
+        outputs,
+        api_name=f"{prefix}_remove_object",
+    )
+
+
 def api_inputs() -> dict[str, Any]:
     """Hidden inputs and a hidden trigger for the coordinate-based endpoints."""
     with gr.Group(visible=False):

@@ -8,7 +8,16 @@ from typing import Any
 import gradio as gr
 
 from .context import AppContext
-from .parts import DISPLAY_FORMAT, PROGRESS, api_inputs, guard, object_id, object_panel, owner_of
+from .parts import (
+    DISPLAY_FORMAT,
+    PROGRESS,
+    api_inputs,
+    guard,
+    object_id,
+    object_panel,
+    owner_of,
+    wire_object_panel,
+)
 from .video_handlers import DIRECTIONS, VideoHandlers, VideoView
 from .views import choices, legend_html
 
@@ -106,25 +115,7 @@ def video_tab(ctx: AppContext) -> None:
     slider.release(
         simple(lambda s, i: h.show_frame(s, int(i))), [sid, slider], outs, api_name="video_frame"
     )
-    p["objects"].input(
-        simple(lambda s, o: h.select_object(s, object_id(o))),
-        [sid, p["objects"]],
-        outs,
-        api_name="video_select_object",
-    )
-    p["add"].click(simple(h.add_object), [sid, p["name"]], outs, api_name="video_add_object")
-    p["rename"].click(
-        simple(lambda s, o, n: h.rename_object(s, object_id(o), n)),
-        [sid, p["objects"], p["name"]],
-        outs,
-        api_name="video_rename_object",
-    )
-    p["remove"].click(
-        simple(lambda s, o: h.remove_object(s, object_id(o))),
-        [sid, p["objects"]],
-        outs,
-        api_name="video_remove_object",
-    )
+    wire_object_panel(p, h, simple, sid, outs, "video")
     p["undo"].click(
         simple(lambda s, i, o: h.undo(s, int(i), object_id(o))),
         [sid, slider, p["objects"]],

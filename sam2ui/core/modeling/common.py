@@ -322,14 +322,16 @@ def image_to_tokens_attention(
     (B, Nk, D). The image side is given either projected, q (B or 1, N, D), or as x_q
     (B or 1, N, C) with its ``q_proj``. residual: (B or 1, N, C_out). Returns (B, N, C_out).
     """
-    if q is None:
-        if x_q is None or q_proj is None:
-            raise ValueError("give the image queries projected (q) or with their q_proj")
+    if q is not None:
+        image = q
+    elif x_q is not None and q_proj is not None:
         image = x_q
     else:
-        image = q
+        raise ValueError("give the image queries projected (q) or with their q_proj")
     if not _folds(image, k, out_proj):
-        q = q_proj(image) if q is None and q_proj is not None else image
+        if q is None:
+            assert q_proj is not None
+            q = q_proj(image)
         n = k.shape[0]
         attn = token_attention(q.expand(n, *q.shape[1:]), k, v, heads)
         return residual + out_proj(attn)
@@ -369,11 +371,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
         if q.dtype == torch.bfloat16 and k.shape[-2] <= _SMALL_ATTENTION_KEYS:
             return _small_attention(q, k, v)
         if (
-            _ONEDNN_LINEAR
-            and k.shape[-2] > _SMALL_ATTENTION_KEYS
+            k.shape[-2] > _SMALL_ATTENTION_KEYS
             and q.shape[-2] >= _ONEDNN_MIN_ROWS
-            and q.dtype in (torch.float32, torch.bfloat16)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+            and fast_cpu_kernels(q, k, v)
         ):
             return _blocked_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
