@@ -179,6 +179,26 @@ def test_bad_images_are_clear_errors(image, error, match):
         image_to_tensor(image)
 
 
+def test_set_image_prepares_the_decoder_so_clicks_do_not(monkeypatch):
+    model = build_sam2("sam2.1-hiera-tiny")
+    pred = SAM2ImagePredictor(model)
+    calls = []
+    original = model.decoder_image_keys
+    monkeypatch.setattr(model, "decoder_image_keys", lambda f: calls.append(1) or original(f))
+    click = dict(point_coords=np.array([[10, 20]]), point_labels=np.array([1]))
+    pred.set_image(np.full((60, 80, 3), 90, dtype=np.uint8))
+    assert calls == [1]
+    eager = pred.predict(**click, return_logits=True)[0]
+    pred.predict(**click)
+    assert calls == [1]  # the clicks reuse the work of set_image
+    # The same logits as when a click prepares it (a batch of one, made on first use).
+    pred.set_image_batch([np.full((60, 80, 3), 90, dtype=np.uint8)])
+    assert calls == [1]
+    lazy = pred.predict_batch([click["point_coords"]], [click["point_labels"]], return_logits=True)
+    assert calls == [1, 1]
+    np.testing.assert_array_equal(lazy[0][0], eager)
+
+
 def test_set_image_batch_validation(predictor):
     with pytest.raises(TypeError, match="list"):
         predictor.set_image_batch(np.zeros((2, 4, 4, 3), np.uint8))
