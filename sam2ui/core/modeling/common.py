@@ -182,7 +182,10 @@ def _block(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
         return torch._C._nn.mkldnn_linear(torch.softmax(scores, dim=-1), v_t, None).to_dense()
     product = torch.ops.mkldnn._linear_pointwise  # x @ w.T
     scores = product(q, k, None, "none", [], "")
-    return product(torch.softmax(scores, dim=-1), v_t, None, "none", [], "")
+    # Normalised in place: no second buffer of (rows x Lk) floats (29 MB for memory attention
+    # over 7 frames), whose allocation and release per block can cost more than the block.
+    torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+    return product(scores, v_t, None, "none", [], "")
 
 
 def attention_projected_values(
