@@ -141,7 +141,8 @@ class MaskDecoder(nn.Module):
         if self.use_high_res_features and high_res_features is not None:
             deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
             feat_s0, feat_s1 = high_res_features
-            if torch.is_grad_enabled() or feat_s0.shape[0] not in (1, b):
+            in_place = not torch.is_grad_enabled() and feat_s0.shape[0] in (1, b)
+            if not (in_place and feat_s0.dtype == feat_s1.dtype == src.dtype):
                 up = act1(norm1(deconv1(src) + feat_s1))
                 up = act2(deconv2(up) + feat_s0)
             else:
