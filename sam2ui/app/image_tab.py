@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -16,6 +15,8 @@ from .parts import (
     object_id,
     object_panel,
     owner_of,
+    presenting,
+    wire_export,
     wire_object_panel,
 )
 from .views import choices, legend_html
@@ -105,11 +106,7 @@ def image_tab(ctx: AppContext) -> None:
     a["trigger"].click(on_choose, [sid, a["obj"], a["index"]], outs, api_name="image_choose")
     candidates.select(on_gallery, [sid, p["objects"]], outs, api_visibility="private")
 
-    def simple(method: Callable[..., ImageView]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            return image_outputs(method(*args))
-
-        return guard(run)
+    simple = presenting(image_outputs)
 
     wire_object_panel(p, h, simple, sid, outs, "image")
     p["undo"].click(
@@ -130,9 +127,4 @@ def image_tab(ctx: AppContext) -> None:
         outs,
         api_name="image_segment_everything",
     )
-    export.click(
-        guard(lambda s: [str(f) for f in h.export(s)]),
-        [sid],
-        files,
-        api_name="image_export",
-    )
+    wire_export(export, h, sid, files, "image")

@@ -58,6 +58,29 @@ def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def presenting(to_outputs: Callable[[Any], tuple[Any, ...]]) -> Callable[..., Any]:
+    """A decorator for handlers that return a view: the guarded handler returns
+    ``to_outputs(view)``, the tab's output components."""
+
+    def simple(method: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            return to_outputs(method(*args))
+
+        return guard(run)
+
+    return simple
+
+
+def wire_export(button: Any, handlers: Any, session: Any, files: Any, prefix: str) -> None:
+    """``button`` prepares the session's downloads into ``files`` (``{prefix}_export``)."""
+    button.click(
+        guard(lambda s: [str(f) for f in handlers.export(s)]),
+        [session],
+        files,
+        api_name=f"{prefix}_export",
+    )
+
+
 def owner_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 

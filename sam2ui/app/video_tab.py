@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -16,6 +16,8 @@ from .parts import (
     object_id,
     object_panel,
     owner_of,
+    presenting,
+    wire_export,
     wire_object_panel,
 )
 from .video_handlers import DIRECTIONS, VideoHandlers, VideoView
@@ -106,11 +108,7 @@ def video_tab(ctx: AppContext) -> None:
         api_name="video_box",
     )
 
-    def simple(method: Callable[..., VideoView]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            return video_outputs(method(*args))
-
-        return guard(run)
+    simple = presenting(video_outputs)
 
     slider.release(
         simple(lambda s, i: h.show_frame(s, int(i))), [sid, slider], outs, api_name="video_frame"
@@ -143,9 +141,4 @@ def video_tab(ctx: AppContext) -> None:
     propagate.click(on_propagate, [sid, direction], [*outs, result], api_name="video_propagate")
     # Not a gradio `cancels=`: the handler stops between frames and keeps what it tracked.
     cancel.click(guard(h.cancel), [sid], status, api_name="video_cancel", concurrency_limit=None)
-    export.click(
-        guard(lambda s: [str(f) for f in h.export(s)]),
-        [sid],
-        files,
-        api_name="video_export",
-    )
+    wire_export(export, h, sid, files, "video")
