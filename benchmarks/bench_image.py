@@ -37,8 +37,8 @@ if importlib.util.find_spec("torchvision") is None:  # the reference imports a f
 from sam2.sam2_image_predictor import SAM2ImagePredictor as RefPredictor  # noqa: E402
 
 import sam2ui  # noqa: E402
-from sam2ui.core.config import get_config  # noqa: E402
-from sam2ui.core.image_predictor import SAM2ImagePredictor  # noqa: E402
+from sam2ui.core.image.predictor import SAM2ImagePredictor  # noqa: E402
+from sam2ui.core.modeling.config import get_config  # noqa: E402
 from tests.reference_models import build_reference_model, save_meta_checkpoint  # noqa: E402
 
 # Targets: (ratio to the reference's float32 set_image, or absolute milliseconds).

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "_stubs")]
 
 from benchmarks.bench_image import synthetic_image  # noqa: E402
-from sam2ui.core import image_predictor as ip  # noqa: E402
-from sam2ui.core.image_predictor import SAM2ImagePredictor  # noqa: E402
-from sam2ui.core.upsample import upsample_masks  # noqa: E402
+from sam2ui.core.image import predictor as ip  # noqa: E402
+from sam2ui.core.image.predictor import SAM2ImagePredictor  # noqa: E402
+from sam2ui.core.image.upsample import upsample_masks  # noqa: E402
 from tests.reference_models import make_meta_checkpoint  # noqa: E402
 
 

@@ -49,9 +49,9 @@ if importlib.util.find_spec("torchvision") is None:  # the reference imports a f
 
 import sam2ui  # noqa: E402
 from benchmarks.bench_image import command_line, cpu_model, row  # noqa: E402
-from sam2ui.core.build import build_sam2  # noqa: E402
-from sam2ui.core.config import get_config  # noqa: E402
-from sam2ui.core.video_predictor import SAM2VideoPredictor  # noqa: E402
+from sam2ui.core.loading.build import build_sam2  # noqa: E402
+from sam2ui.core.modeling.config import get_config  # noqa: E402
+from sam2ui.core.video.predictor import SAM2VideoPredictor  # noqa: E402
 
 VARIANT = "sam2.1-hiera-tiny"
 FP32_RATIO = 0.8  # sam2ui float32 ms/frame vs the reference's float32
@@ -134,7 +134,7 @@ def load_ours(checkpoint: Path, dtype: torch.dtype, image_size: int) -> SAM2Vide
 
 
 def load_reference(checkpoint: Path, image_size: int) -> Any:
-    from tests.core.test_video_predictor_parity import _upcast_memory_reads
+    from tests.core.video.test_predictor_parity import _upcast_memory_reads
     from tests.reference_models import build_reference_model
 
     state_dict = torch.load(checkpoint, weights_only=True)["model"]

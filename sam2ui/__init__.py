@@ -14,11 +14,11 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it; imported on first attribute access.
 _LAZY: dict[str, str] = {
-    "SAM2AutomaticMaskGenerator": "sam2ui.core.automatic_mask_generator",
-    "SAM2ImagePredictor": "sam2ui.core.image_predictor",
-    "SAM2VideoPredictor": "sam2ui.core.video_predictor",
-    "get_config": "sam2ui.core.config",
-    "variant_names": "sam2ui.core.config",
+    "SAM2AutomaticMaskGenerator": "sam2ui.core",
+    "SAM2ImagePredictor": "sam2ui.core",
+    "SAM2VideoPredictor": "sam2ui.core",
+    "get_config": "sam2ui.core",
+    "variant_names": "sam2ui.core",
 }
 
 __all__ = [
@@ -31,10 +31,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from sam2ui.core.automatic_mask_generator import SAM2AutomaticMaskGenerator
-    from sam2ui.core.config import get_config, variant_names
-    from sam2ui.core.image_predictor import SAM2ImagePredictor
-    from sam2ui.core.video_predictor import SAM2VideoPredictor
+    from sam2ui.core import (
+        SAM2AutomaticMaskGenerator,
+        SAM2ImagePredictor,
+        SAM2VideoPredictor,
+        get_config,
+        variant_names,
+    )
 
 
 def __getattr__(name: str) -> Any:

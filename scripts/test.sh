@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the test dependencies, then run the test suite; arguments go to pytest.
 #   bash scripts/test.sh                 # everything
-#   bash scripts/test.sh tests/test_cli.py -x
+#   bash scripts/test.sh tests/cli -x
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from sam2ui.core.config import get_config
+from sam2ui.core.modeling.config import get_config
 
 # Spread added to every floating-point tensor (weights, biases, embeddings).
 PERTURBATION_STD = 0.02

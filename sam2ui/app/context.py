@@ -1,10 +1,10 @@
 """What every handler of one app instance shares: the model, the sessions, the limits.
 
-An :class:`AppContext` uses one :class:`~sam2ui.core.model_cache.ModelCache` (a single model
-serves every user), one :class:`~sam2ui.core.sessions.SessionManager` (each browser tab's
-annotators, keyed by unguessable ids), a semaphore that bounds how many model calls run at
-once, and a background thread that closes sessions left idle. It imports no gradio, so the
-handlers built on it are plain functions that tests call directly.
+An :class:`AppContext` uses one :class:`~sam2ui.core.ModelCache` (a single model serves every
+user), one :class:`~sam2ui.core.SessionManager` (each browser tab's annotators, keyed by
+unguessable ids), a semaphore that bounds how many model calls run at once, and a background
+thread that closes sessions left idle. It imports no gradio, so the handlers built on it are
+plain functions that tests call directly.
 """
 
 from __future__ import annotations
@@ -12,14 +12,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from sam2ui.core import CheckpointUnavailableError, ModelCache, SessionManager, SessionNotFound
-from sam2ui.core.model_cache import default_model_cache, image_predictor, video_predictor
+from sam2ui.core import (
+    CheckpointUnavailableError,
+    ModelCache,
+    SessionManager,
+    SessionNotFound,
+    default_model_cache,
+    image_predictor,
+    video_predictor,
+)
 
 from . import zerogpu
 from .options import AppConfig
@@ -28,6 +35,8 @@ __all__ = ["AppContext", "UserError", "check_inside", "target_object"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 
 class UserError(Exception):
@@ -139,11 +148,19 @@ class AppContext:
         with self._gate:
             yield
 
-    def call(self, obj: T, method: str, *args: Any, **kwargs: Any) -> tuple[T, Any]:
-        """``obj.method(*args, **kwargs)`` as model work; returns ``(obj, result)``. On
-        ZeroGPU it runs in a GPU worker on a copy of ``obj``, and the returned ``obj`` is the
-        changed copy: callers must keep it in place of the old one."""
-        return self.run(zerogpu.call_method, obj, method, *args, **kwargs)
+    def call(
+        self,
+        method: Callable[Concatenate[T, P], R],
+        obj: T,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> tuple[T, R]:
+        """``method(obj, *args, **kwargs)`` as model work; returns ``(obj, result)``.
+        ``method`` is an unbound method (``ImageAnnotator.add_click``) or a module-level
+        function. On ZeroGPU it runs in a GPU worker on a copy of ``obj``, and the returned
+        ``obj`` is the changed copy: callers must keep it in place of the old one."""
+        return self.run(zerogpu.apply, method, obj, *args, **kwargs)
 
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` as model work (on ZeroGPU in a GPU worker; ``fn`` a

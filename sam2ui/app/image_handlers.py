@@ -1,7 +1,7 @@
 """The image tab's actions as plain functions of (session id, arguments) -> view.
 
-Each browser tab's :class:`~sam2ui.core.annotation.ImageAnnotator` lives in the shared
-:class:`~sam2ui.core.sessions.SessionManager` as an :class:`ImageWork`; every action holds the
+Each browser tab's :class:`~sam2ui.core.ImageAnnotator` lives in the shared
+:class:`~sam2ui.core.SessionManager` as an :class:`ImageWork`; every action holds the
 session while it runs and takes a model slot only around model calls. Coordinates are pixels
 of the uploaded image, x right, y down; boxes are XYXY. ``obj_id`` ``None`` or 0 means "the
 selected object" (a new one when there is none), so an API client can click right after
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sam2ui.core.annotation import ImageAnnotator
+from sam2ui.core import ImageAnnotator
 
 from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
@@ -120,12 +120,12 @@ class ImageHandlers:
         rgb = _as_rgb(image)
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
-                work.annotator, _ = self.ctx.call(work.annotator, "set_image", rgb)
+                work.annotator, _ = self.ctx.call(ImageAnnotator.set_image, work.annotator, rgb)
                 work.selected, work.corner = None, None
                 return session_id, self._view(work, "Click on an object to segment it.")
         annotator = ImageAnnotator(self.ctx.image_predictor())
         try:
-            annotator, _ = self.ctx.call(annotator, "set_image", rgb)
+            annotator, _ = self.ctx.call(ImageAnnotator.set_image, annotator, rgb)
         except BaseException:
             annotator.close()
             raise
@@ -185,7 +185,12 @@ class ImageHandlers:
             target = target_object(work, obj_id)
             work.corner = None
             work.annotator, _ = self.ctx.call(
-                work.annotator, "add_click", target, float(x), float(y), bool(positive)
+                ImageAnnotator.add_click,
+                work.annotator,
+                target,
+                float(x),
+                float(y),
+                bool(positive),
             )
             return self._view(work)
 
@@ -205,7 +210,13 @@ class ImageHandlers:
             target = target_object(work, obj_id)
             work.corner = None
             work.annotator, _ = self.ctx.call(
-                work.annotator, "set_box", target, float(x0), float(y0), float(x1), float(y1)
+                ImageAnnotator.set_box,
+                work.annotator,
+                target,
+                float(x0),
+                float(y0),
+                float(x1),
+                float(y1),
             )
             return self._view(work)
 
@@ -233,7 +244,7 @@ class ImageHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
-            work.annotator, _ = self.ctx.call(work.annotator, "undo", target)
+            work.annotator, _ = self.ctx.call(ImageAnnotator.undo, work.annotator, target)
             return self._view(work)
 
     def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
@@ -265,7 +276,9 @@ class ImageHandlers:
             raise UserError(f"points_per_side must be 1 to 64, got {points_per_side}.")
         with self.ctx.use(session_id, KIND) as work:
             work.annotator, new_ids = self.ctx.call(
-                work.annotator, "segment_everything", points_per_side=int(points_per_side)
+                ImageAnnotator.segment_everything,
+                work.annotator,
+                points_per_side=int(points_per_side),
             )
             work.corner = None
             if new_ids:

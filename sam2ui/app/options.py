@@ -1,8 +1,8 @@
-"""What the app is started with: :class:`AppConfig`, its command-line options, and launch.
+"""What the app is started with: :class:`AppConfig` and its command-line options.
 
-``sam2ui`` (no subcommand), ``sam2ui app ...`` and ``python spaces_app.py`` all end in
-:func:`launch`. Only the standard library is imported here at module level, so the command
-line can build its parser without gradio installed.
+``sam2ui`` (no subcommand), ``sam2ui app ...`` and ``python spaces_app.py`` parse these
+options and hand the config to :func:`sam2ui.app.launcher.launch`. Only the standard library
+is imported here, so the command line can build its parser without gradio installed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "AppConfig", "add_app_arguments", "config_from_args", "launch"]
+__all__ = ["DEFAULT_MODEL", "AppConfig", "add_app_arguments", "config_from_args"]
 
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 
@@ -158,14 +158,3 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_sessions=args.max_sessions,
         model_workers=args.model_workers,
     )
-
-
-def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
-    """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
-    is passed, then returns the :class:`gradio.Blocks`)."""
-    from .ui import build_demo, launch_options
-
-    demo = build_demo(config)
-    options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}
-    demo.launch(**options)
-    return demo

@@ -11,8 +11,6 @@ after the idle timeout. Errors reach the user as ``gr.Error`` messages, never tr
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
 
 from sam2ui.core import ModelCache, SessionManager
@@ -24,7 +22,7 @@ from .parts import DISPLAY_FORMAT, owner_of
 from .video_tab import video_tab
 from .zerogpu import on_zero_gpu, prepare
 
-__all__ = ["DISPLAY_FORMAT", "build_demo", "launch_options"]
+__all__ = ["DISPLAY_FORMAT", "build_demo"]
 
 INTRO = (
     "## sam2ui: Segment Anything 2\n"
@@ -71,15 +69,3 @@ def build_demo(
     demo.queue(default_concurrency_limit=max(4, 2 * config.model_workers))
     demo.sam2ui_context = ctx  # for tests and the launcher
     return demo
-
-
-def launch_options(config: AppConfig) -> dict[str, Any]:
-    """``Blocks.launch`` keyword arguments for ``config`` (server, share, upload limit)."""
-    return {
-        "server_name": config.host,
-        "server_port": config.port or None,
-        "share": config.share,
-        # A little above the video limit, so oversize files reach the handler's clear message.
-        "max_file_size": f"{int(config.max_video_mb * 2) + 16}mb",
-        "show_error": True,
-    }

@@ -1,10 +1,11 @@
 """The video tab's actions as plain functions of (session id, arguments) -> view.
 
-A tab's :class:`~sam2ui.core.video_annotator.VideoAnnotator` lives in the session manager as
-a :class:`VideoWork`. Uploads are checked against the app's size, duration and frame limits
-before any model work. :meth:`VideoHandlers.propagate` is a generator of views (progress and a
-live preview) that runs through ``SessionManager.run_cancellable``, so
-:meth:`VideoHandlers.cancel` stops it between frames and keeps the frames already tracked.
+A tab's :class:`~sam2ui.core.VideoAnnotator` lives in the session manager as a
+:class:`VideoWork`. Uploads are checked against the app's size, duration and frame limits
+before any model work, and the file opened for that check is the one the annotator reads.
+:meth:`VideoHandlers.propagate` is a generator of views (progress and a live preview) that
+runs through ``SessionManager.run_cancellable``, so :meth:`VideoHandlers.cancel` stops it
+between frames and keeps the frames already tracked.
 Coordinates are pixels of the video frame, x right, y down; frames are 0-based.
 """
 
@@ -22,9 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from sam2ui.core import SessionNotFound
-from sam2ui.core.video_annotator import PropagationStep, VideoAnnotator
-from sam2ui.core.video_io import open_frames
+from sam2ui.core import (
+    FrameSource,
+    PropagationStep,
+    SessionNotFound,
+    VideoAnnotator,
+    open_frames,
+)
 
 from . import zerogpu
 from .context import AppContext, UserError, check_inside, target_object
@@ -111,8 +116,9 @@ class VideoHandlers:
         work.frame_idx = int(frame_idx)
         return work.frame_idx
 
-    def check_limits(self, path: str | os.PathLike[str]) -> tuple[int, float]:
-        """Frame count and frame rate of ``path``; UserError when it breaks a limit."""
+    def open_checked(self, path: str | os.PathLike[str]) -> FrameSource:
+        """The video at ``path``, opened; UserError (and nothing left open) when it breaks a
+        limit. The caller closes the source, or hands it to an annotator that does."""
         cfg = self.ctx.config
         size_mb = os.path.getsize(path) / 2**20
         if size_mb > cfg.max_video_mb:
@@ -125,9 +131,14 @@ class VideoHandlers:
         except (ValueError, FileNotFoundError) as err:
             raise UserError(f"Cannot read this video: {err}") from None
         try:
-            frames, fps = len(source), float(source.fps)
-        finally:
+            self._check_length(len(source), float(source.fps))
+        except BaseException:
             source.close()
+            raise
+        return source
+
+    def _check_length(self, frames: int, fps: float) -> None:
+        cfg = self.ctx.config
         seconds = frames / fps if fps > 0 else 0.0
         if seconds > cfg.max_video_seconds:
             raise UserError(
@@ -139,7 +150,6 @@ class VideoHandlers:
                 f"The video has {frames} frames; this app accepts up to "
                 f"{cfg.max_video_frames}. Trim it and upload it again."
             )
-        return frames, fps
 
     # ------------------------------------------------------------------ actions
     def upload(
@@ -148,11 +158,19 @@ class VideoHandlers:
         """Open the video at ``path`` in a new session (closing the tab's previous one)."""
         if not path:
             raise UserError("Upload a video first.")
-        self.check_limits(path)
-        predictor = self.ctx.video_predictor()
-        annotator = self.ctx.run(
-            VideoAnnotator, predictor, os.fspath(path), offload_state_to_cpu=offload_state()
-        )
+        source = self.open_checked(path)
+        try:
+            predictor = self.ctx.video_predictor()
+            # On ZeroGPU the source is pickled for the worker: its frame table goes along, so
+            # the worker reopens the file without reading it through again.
+            annotator = self.ctx.run(
+                VideoAnnotator, predictor, source, offload_state_to_cpu=offload_state()
+            )
+        except BaseException:
+            source.close()
+            raise
+        if annotator.session.source is not source:
+            source.close()  # ZeroGPU: the annotator came back with its own copy of the source
         self.ctx.close_session(session_id)
         new_id = self.ctx.create_session(VideoWork(annotator), KIND, owner)
         with self.ctx.use(new_id, KIND) as work:
@@ -214,7 +232,13 @@ class VideoHandlers:
             target = target_object(work, obj_id)
             work.corner = None
             work.annotator, _ = self.ctx.call(
-                work.annotator, "add_click", frame, target, float(x), float(y), bool(positive)
+                VideoAnnotator.add_click,
+                work.annotator,
+                frame,
+                target,
+                float(x),
+                float(y),
+                bool(positive),
             )
             work.version += 1
             return self._view(work)
@@ -236,7 +260,14 @@ class VideoHandlers:
             target = target_object(work, obj_id)
             work.corner = None
             work.annotator, _ = self.ctx.call(
-                work.annotator, "set_box", frame, target, float(x0), float(y0), float(x1), float(y1)
+                VideoAnnotator.set_box,
+                work.annotator,
+                frame,
+                target,
+                float(x0),
+                float(y0),
+                float(x1),
+                float(y1),
             )
             work.version += 1
             return self._view(work)
@@ -274,7 +305,7 @@ class VideoHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             work.annotator, _ = self.ctx.call(
-                work.annotator, "undo", frame, target_object(work, obj_id)
+                VideoAnnotator.undo, work.annotator, frame, target_object(work, obj_id)
             )
             work.version += 1
             return self._view(work)
@@ -288,7 +319,7 @@ class VideoHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             work.annotator, _ = self.ctx.call(
-                work.annotator, "clear_frame", frame, target_object(work, obj_id)
+                VideoAnnotator.clear_frame, work.annotator, frame, target_object(work, obj_id)
             )
             work.version += 1
             return self._view(work)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from sam2ui.core.overlays import overlay_image
+from sam2ui.core import overlay_image
 
 __all__ = [
     "MODES",

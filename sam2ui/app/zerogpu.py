@@ -8,8 +8,9 @@ in a worker process forked from the app's, with its arguments and results pickle
   to the GPU in the workers);
 * every model call goes through :func:`run` (or :func:`iterate` for a propagation): it hands
   the function and its arguments (an annotator with its session) to the worker with
-  :mod:`sam2ui.core.handoff`, runs it there, and hands the result (the changed annotator)
-  back. Nothing the worker changes in place survives it; only what it returns does;
+  ``sam2ui.core.handoff``, runs it there, and hands the result (the changed annotator) back.
+  Nothing the worker changes in place survives it; only what it returns does (so an
+  annotator's method is called through :func:`apply`, which returns the annotator too);
 * session state lives in the app's process on the CPU between calls (:func:`offload_state`);
 * exceptions come back as values and are raised again here, so users see our messages,
   not ``spaces``' generic "ZeroGPU worker error".
@@ -25,15 +26,17 @@ import gc
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import torch
 
 from sam2ui.core import handoff
 
-__all__ = ["iterate", "offload_state", "on_zero_gpu", "prepare", "run"]
+__all__ = ["apply", "iterate", "offload_state", "on_zero_gpu", "prepare", "run"]
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 # Seconds of GPU time asked for per call: a click is quick, a propagation is not.
 CLICK_SECONDS = 20
 PROPAGATION_SECONDS = 120
@@ -149,7 +152,10 @@ def iterate(fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any) -> Iterat
         yield _unwrap(blob)
 
 
-def call_method(obj: T, name: str, *args: Any, **kwargs: Any) -> tuple[T, Any]:
-    """``obj.name(*args, **kwargs)``; returns ``(obj, result)``. Through :func:`run` the
-    ``obj`` that comes back is the worker's changed copy."""
-    return obj, getattr(obj, name)(*args, **kwargs)
+def apply(
+    method: Callable[Concatenate[T, P], R], obj: T, /, *args: P.args, **kwargs: P.kwargs
+) -> tuple[T, R]:
+    """``(obj, method(obj, *args, **kwargs))``. Through :func:`run` the ``obj`` that comes
+    back is the worker's changed copy. ``method`` travels to the worker by pickling: pass an
+    unbound method (``ImageAnnotator.add_click``) or a module-level function, not a lambda."""
+    return obj, method(obj, *args, **kwargs)

@@ -23,94 +23,38 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .masks import encode_rle_counts, masks_to_rle, rle_area, rle_to_coco, rle_to_mask
+from .masks import (
+    FrameMasks,
+    MaskLike,
+    as_mask,
+    check_obj_id,
+    encode_rle_counts,
+    frame_masks,
+    masks_to_rle,
+    rle_area,
+    rle_to_coco,
+    rle_to_mask,
+)
+from .render import DAVIS_PALETTE, Color, check_image, overlay_contour_width, tint
 
 __all__ = [
-    "MaskPrompt",
-    "davis_palette",
+    "cutout_png",
+    "indexed_png",
     "iter_sav_json",
-    "masks_as_prompts",
-    "palette_color",
     "read_sav_json",
     "write_davis_png_zip",
+    "write_image_masks_zip",
+    "write_overlay_mp4",
     "write_sav_json",
 ]
 
-MaskLike: TypeAlias = np.ndarray | torch.Tensor
-FrameMasks: TypeAlias = Mapping[int, MaskLike]
 Results: TypeAlias = Mapping[int, FrameMasks] | Iterable[tuple[int, FrameMasks]]
-Color: TypeAlias = tuple[int, int, int]
 PathLike: TypeAlias = str | os.PathLike[str]
-
-# ---------------------------------------------------------------------------------------------
-# Palette and validation
-# ---------------------------------------------------------------------------------------------
-
-
-def davis_palette() -> np.ndarray:
-    """The 256-colour DAVIS / PASCAL VOC palette, ``(256, 3)`` uint8.
-
-    Entry ``i`` spreads the bits of ``i`` over the channels from the top bit down: bit 0 to
-    red, bit 1 to green, bit 2 to blue, bit 3 to red's next bit, and so on, giving
-    (0,0,0), (128,0,0), (0,128,0), (128,128,0), (0,0,128), ...
-    """
-    idx = np.arange(256)
-    pal = np.zeros((256, 3), dtype=np.int64)
-    for j in range(8):
-        for c in range(3):
-            pal[:, c] |= ((idx >> (3 * j + c)) & 1) << (7 - j)
-    return pal.astype(np.uint8)
-
-
-_DAVIS = davis_palette()
-
-
-def palette_color(obj_id: int) -> Color:
-    """The overlay colour of an object: DAVIS entry ``obj_id`` for ids 1..255; larger ids
-    cycle through entries 1..255 (never the black background)."""
-    oid = _check_obj_id(obj_id)
-    r, g, b = (int(v) for v in _DAVIS[(oid - 1) % 255 + 1])
-    return r, g, b
-
-
-def _check_obj_id(obj_id: Any, where: str = "") -> int:
-    if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id <= 0:
-        raise ValueError(f"object ids must be positive ints, got {obj_id!r}{where}")
-    return int(obj_id)
-
-
-def as_mask(mask: MaskLike, shape: tuple[int, int], where: str) -> np.ndarray:
-    """``(H, W)`` C-contiguous bool numpy array of a mask, or ValueError naming ``where``."""
-    if isinstance(mask, torch.Tensor):  # threshold in torch: numpy has no bfloat16
-        m = (mask if mask.dtype == torch.bool else mask > 0).detach().cpu().numpy()
-    else:
-        m = np.asarray(mask)
-    while m.ndim > 2 and m.shape[0] == 1:
-        m = m[0]
-    if m.shape != shape:
-        raise ValueError(f"mask of {where} has shape {m.shape}, expected {shape} (H, W)")
-    return np.ascontiguousarray(m if m.dtype == bool else m > 0)
-
-
-def frame_masks(
-    frame_idx: Any, masks: FrameMasks, shape: tuple[int, int]
-) -> tuple[int, dict[int, np.ndarray]]:
-    if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-        raise ValueError(f"frame indices must be ints, got {frame_idx!r}")
-    if frame_idx < 0:
-        raise ValueError(f"frame indices must be >= 0, got {frame_idx}")
-    f = int(frame_idx)
-    out: dict[int, np.ndarray] = {}
-    for obj_id, mask in masks.items():
-        oid = _check_obj_id(obj_id, f" (frame {f})")
-        out[oid] = as_mask(mask, shape, f"frame {f}, object {oid}")
-    return f, out
 
 
 def _check_size(height: int, width: int) -> None:
@@ -154,6 +98,36 @@ def _png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def indexed_png(
+    masks: Mapping[int, np.ndarray], height: int, width: int, palette: list[int] | None = None
+) -> bytes:
+    """PNG bytes of a mode "P" image: pixel value = object id (<= 255), 0 = background, the
+    smallest id where masks overlap; ``palette`` is 768 ints (default: DAVIS)."""
+    indexed = np.zeros((height, width), dtype=np.uint8)
+    for oid in sorted(masks, reverse=True):
+        indexed[masks[oid]] = oid
+    img = Image.frombytes("P", (width, height), indexed.tobytes())
+    img.putpalette(palette if palette is not None else DAVIS_PALETTE.reshape(-1).tolist())
+    return _png_bytes(img)
+
+
+def write_image_masks_zip(masks: Mapping[int, np.ndarray], path: PathLike) -> Path:
+    """Zip of one image's masks (``{obj_id: (H, W) bool}``): ``masks.png`` (indexed, DAVIS
+    palette, value = object id, the smallest id where objects overlap) and one 8-bit PNG per
+    object (``object_<id>.png``, 255 = object); returns the path. ValueError when there is no
+    mask, or for ids > 255."""
+    if not masks:
+        raise ValueError("no object has a mask: nothing to write")
+    if max(masks) > 255:
+        raise ValueError(f"object id {max(masks)} does not fit an 8-bit indexed PNG")
+    height, width = next(iter(masks.values())).shape
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("masks.png", indexed_png(masks, height, width))
+        for oid, m in masks.items():
+            zf.writestr(f"object_{oid}.png", _png_bytes(Image.fromarray(m.astype(np.uint8) * 255)))
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # DAVIS-style PNG zip
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +162,7 @@ def write_davis_png_zip(
     """
     if isinstance(palette, str) and palette != "davis":
         raise ValueError(f"palette must be 'davis' or 256 RGB triplets, got {palette!r}")
-    pal = _DAVIS if isinstance(palette, str) else np.asarray(palette)
+    pal = DAVIS_PALETTE if isinstance(palette, str) else np.asarray(palette)
     if pal.shape != (256, 3):
         raise ValueError(f"palette must have shape (256, 3), got {pal.shape}")
     pal_list = pal.astype(np.uint8).reshape(-1).tolist()
@@ -204,12 +178,7 @@ def write_davis_png_zip(
                     f"object id {too_big[0]} (frame {f}) does not fit an 8-bit indexed PNG "
                     "(ids must be <= 255); write_sav_json has no such limit"
                 )
-            indexed = np.zeros((height, width), dtype=np.uint8)
-            for oid in sorted(masks, reverse=True):
-                indexed[masks[oid]] = oid
-            img = Image.frombytes("P", (width, height), indexed.tobytes())
-            img.putpalette(pal_list)
-            zf.writestr(f"{f:05d}.png", _png_bytes(img))
+            zf.writestr(f"{f:05d}.png", indexed_png(masks, height, width, pal_list))
             for oid in sorted(objects | set(masks)):
                 if oid not in objects:  # first seen now: back-fill the frames before
                     for g in frames_done:
@@ -281,7 +250,7 @@ def write_sav_json(
     flips = visible[1:] != visible[:-1]
     changes = [int(flips[first[j] :, j].sum()) for j in range(len(obj_ids))]
     n_frames = frames[-1] + 1 if frame_count is None else int(frame_count)
-    names = {str(_check_obj_id(k)): str(v) for k, v in (object_names or {}).items()}
+    names = {str(check_obj_id(k)): str(v) for k, v in (object_names or {}).items()}
     data: dict[str, Any] = {"video_id": video_id if video_id is not None else Path(path).stem}
     if fps is not None:
         data["video_duration"] = n_frames / float(fps)
@@ -313,7 +282,7 @@ def write_sav_json(
     return Path(path)
 
 
-def _load_sav(path_or_data: PathLike | Mapping[str, Any]) -> tuple[list[int], list[int], list]:
+def load_sav(path_or_data: PathLike | Mapping[str, Any]) -> tuple[list[int], list[int], list]:
     """``(frame_indices, masklet_ids, masklet)`` of an SA-V JSON (file or loaded dict)."""
     if isinstance(path_or_data, Mapping):
         data = path_or_data
@@ -339,7 +308,7 @@ def iter_sav_json(
     a time. Empty masks (absent objects) are left out. Frame indices come from
     ``sam2ui.frame_indices``; files without it (SA-V's own) use the row index (SA-V train
     rows are every 4th video frame). Ids are as stored (SA-V's own start at 0)."""
-    frames, ids, masklet = _load_sav(path_or_data)
+    frames, ids, masklet = load_sav(path_or_data)
     for f, row in zip(frames, masklet):
         yield f, {i: rle_to_mask(r) for i, r in zip(ids, row) if rle_area(r) > 0}
 
@@ -350,38 +319,109 @@ def read_sav_json(path_or_data: PathLike | Mapping[str, Any]) -> dict[int, dict[
     return dict(iter_sav_json(path_or_data))
 
 
-class MaskPrompt(NamedTuple):
-    """A mask to give the video predictor: ``add_new_mask(state, frame_idx, obj_id, mask)``."""
-
-    frame_idx: int
-    mask: np.ndarray  # (H, W) bool
+# ---------------------------------------------------------------------------------------------
+# Cut-outs and overlay videos
+# ---------------------------------------------------------------------------------------------
 
 
-def masks_as_prompts(
-    path_or_data: PathLike | Mapping[str, Any], frame_idx: int | None = None
-) -> dict[int, MaskPrompt]:
-    """Masks of an SA-V JSON as prompts, ``{obj_id: MaskPrompt(frame_idx, mask)}``.
+def cutout_png(image: np.ndarray, mask: MaskLike) -> np.ndarray:
+    """``(H, W, 4)`` uint8 RGBA: the image with alpha = 255 on the mask, 0 elsewhere (save it
+    with ``PIL.Image.fromarray(rgba, "RGBA").save("cutout.png")``)."""
+    img = check_image(image, "image")
+    m = as_mask(mask, img.shape[:2], "cutout")
+    return np.dstack([img, m.astype(np.uint8) * 255])
 
-    With ``frame_idx`` (a video frame index present in the file): the objects visible in
-    that frame (possibly none). Without: each object's mask where it first appears, so the
-    frames differ between objects; objects never visible are left out. Only the masks
-    returned are decoded.
+
+def _frame_rate(fps: float | Fraction) -> Fraction:
+    """Exact frame rate: Fractions (e.g. PyAV's ``stream.average_rate``) as given; floats
+    within 0.005 of an NTSC rate ``k * 1000/1001`` (29.97, 23.976, 59.94) and nearer it than
+    ``k`` snap to it, others become the nearest fraction with a denominator up to 1001
+    (25.0 -> 25, 12.5 -> 25/2)."""
+    if isinstance(fps, Fraction):
+        rate = fps
+    else:
+        k = round(float(fps) * 1.001)
+        off = abs(k * 1000 / 1001 - float(fps))
+        near = off < min(0.005, abs(k - float(fps)))  # closer to k/1.001 than to k itself
+        rate = Fraction(k * 1000, 1001) if near else Fraction(float(fps)).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return rate
+
+
+def write_overlay_mp4(
+    frames: Iterable[np.ndarray],
+    results: Results,
+    path: PathLike,
+    *,
+    fps: float | Fraction,
+    colors: Mapping[int, Color] | None = None,
+    alpha: float = 0.5,
+    draw_contours: bool = True,
+    crf: int = 18,
+) -> Path:
+    """Write the source frames with their masks overlaid as an H.264 MP4; returns the path.
+
+    ``frames`` are streamed ``(H, W, 3)`` uint8 RGB images with indices 0, 1, ...; frame i
+    gets ``results[i]`` (a mapping: missing frames are left untinted, extra keys ignored) or
+    the next pending item of an iterable of pairs (which must then come in increasing frame
+    order; pass a dict for reverse propagation). Output: yuv420p, ``+faststart`` (the index
+    is moved before the data, so browsers play while downloading), frame rate ``fps`` made
+    exact (29.97 gives 30000/1001, see ``_frame_rate``), constant-rate pts. Odd heights or
+    widths are padded by one row/column replicating the edge (nothing is cropped). Needs
+    PyAV (``pip install av``).
     """
-    frames, ids, masklet = _load_sav(path_or_data)
-    if frame_idx is not None:
-        if frame_idx not in frames:
-            raise ValueError(
-                f"frame {frame_idx} is not in the file (it has {len(frames)} frames, "
-                f"indices {frames[0] if frames else '-'}..{frames[-1] if frames else '-'})"
-            )
-        row = masklet[frames.index(frame_idx)]
-        return {
-            i: MaskPrompt(frame_idx, rle_to_mask(r)) for i, r in zip(ids, row) if rle_area(r) > 0
-        }
-    out: dict[int, MaskPrompt] = {}
-    for j, oid in enumerate(ids):
-        for f, row in zip(frames, masklet):
-            if rle_area(row[j]) > 0:
-                out[oid] = MaskPrompt(f, rle_to_mask(row[j]))
-                break
-    return out
+    import av
+
+    rate = _frame_rate(fps)
+    if isinstance(results, Mapping):
+        pending: Iterator[tuple[Any, FrameMasks]] = iter(())
+    else:
+        pending = iter(results)
+    nxt = next(pending, None)
+    with atomic_output(path) as tmp:
+        container = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        try:
+            stream: Any = None
+            size = (0, 0)
+            band = 0
+            last = -1
+            for n, frame in enumerate(frames):
+                img = check_image(frame, f"frame {n}")
+                h, w = img.shape[:2]
+                if stream is None:
+                    size = (h, w)
+                    band = overlay_contour_width(h, w) if draw_contours else 0
+                    stream = container.add_stream("libx264", rate=rate)
+                    stream.width, stream.height = w + w % 2, h + h % 2
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                elif (h, w) != size:
+                    raise ValueError(f"frame {n} is {h}x{w}, the first frame {size[0]}x{size[1]}")
+                valid: dict[int, np.ndarray] = {}
+                if isinstance(results, Mapping):
+                    _, valid = frame_masks(n, results.get(n, {}), (h, w))
+                while nxt is not None and nxt[0] <= n:  # only for iterable results
+                    f, got = frame_masks(nxt[0], nxt[1], (h, w))
+                    if f <= last:
+                        raise ValueError(
+                            f"iterable results must come in increasing frame order ({f} after "
+                            f"{last}); pass a dict instead"
+                        )
+                    last = f
+                    if f == n:
+                        valid = got
+                    nxt = next(pending, None)
+                out = tint(img, valid, colors, alpha, band)
+                out = np.pad(out, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                vf = av.VideoFrame.from_ndarray(out, format="rgb24")
+                vf.pts, vf.time_base = n, 1 / rate
+                for packet in stream.encode(vf):
+                    container.mux(packet)
+            if stream is None:
+                raise ValueError("no frames to write")
+            for packet in stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()
+    return Path(path)

@@ -9,7 +9,8 @@ The automatic mask generator's boxes, NMS and stability score live in ``amg_util
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
@@ -391,3 +392,45 @@ def remove_small_regions(
     sub = _Runs(runs.row[selected], runs.start[selected], runs.end[selected], runs.root[selected])
     painted = _paint(sub, torch.ones(sub.row.numel(), dtype=torch.int8), h, w).numpy() > 0
     return (painted | mask.astype(bool, copy=False)) if holes else painted, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of masks handed to the renderer and the writers
+# ---------------------------------------------------------------------------------------------
+
+MaskLike: TypeAlias = np.ndarray | torch.Tensor
+FrameMasks: TypeAlias = Mapping[int, MaskLike]
+
+
+def check_obj_id(obj_id: Any, where: str = "") -> int:
+    if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)) or obj_id <= 0:
+        raise ValueError(f"object ids must be positive ints, got {obj_id!r}{where}")
+    return int(obj_id)
+
+
+def as_mask(mask: MaskLike, shape: tuple[int, int], where: str) -> np.ndarray:
+    """``(H, W)`` C-contiguous bool numpy array of a mask, or ValueError naming ``where``."""
+    if isinstance(mask, torch.Tensor):  # threshold in torch: numpy has no bfloat16
+        m = (mask if mask.dtype == torch.bool else mask > 0).detach().cpu().numpy()
+    else:
+        m = np.asarray(mask)
+    while m.ndim > 2 and m.shape[0] == 1:
+        m = m[0]
+    if m.shape != shape:
+        raise ValueError(f"mask of {where} has shape {m.shape}, expected {shape} (H, W)")
+    return np.ascontiguousarray(m if m.dtype == bool else m > 0)
+
+
+def frame_masks(
+    frame_idx: Any, masks: FrameMasks, shape: tuple[int, int]
+) -> tuple[int, dict[int, np.ndarray]]:
+    if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+        raise ValueError(f"frame indices must be ints, got {frame_idx!r}")
+    if frame_idx < 0:
+        raise ValueError(f"frame indices must be >= 0, got {frame_idx}")
+    f = int(frame_idx)
+    out: dict[int, np.ndarray] = {}
+    for obj_id, mask in masks.items():
+        oid = check_obj_id(obj_id, f" (frame {f})")
+        out[oid] = as_mask(mask, shape, f"frame {f}, object {oid}")
+    return f, out

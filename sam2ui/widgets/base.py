@@ -1,9 +1,9 @@
 """What the image and the video segmenter share: the canvas, the object bar and error reporting.
 
 The widgets hold no segmentation logic: objects, prompts, undo, masks, rendering and exports
-all live in the engine's annotators (:mod:`sam2ui.core.annotation`,
-:mod:`sam2ui.core.video_annotator`), which the Gradio app uses too. A segmenter turns widget
-events into annotator calls and shows the annotator's rendering.
+all live in the engine's annotators (:class:`~sam2ui.core.ImageAnnotator`,
+:class:`~sam2ui.core.VideoAnnotator`), which the Gradio app uses too. A segmenter turns
+widget events into annotator calls and shows the annotator's rendering.
 
 Errors. Methods called from Python raise as usual. Actions started from the widget (a click,
 a button) never raise into the kernel: the error is shown in the widget's ``errors`` output

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
 from PIL import Image
 
-from sam2ui.core.annotation import ImageAnnotator
+from sam2ui.core import ImageAnnotator, image_predictor
 
 from .base import DEFAULT_MODEL, SegmenterBase
-from .models import image_predictor_for
+
+if TYPE_CHECKING:
+    from sam2ui.core import ModelCache, SAM2ImagePredictor
 
 __all__ = ["ImageSegmenter"]
 
@@ -47,14 +49,14 @@ class ImageSegmenter(SegmenterBase):
     Args:
         image: an ``(H, W, 3)`` uint8 array, a PIL image or an image file path.
         model: a variant name, hub id or checkpoint path (from the shared model cache), or a
-            ready :class:`~sam2ui.core.image_predictor.SAM2ImagePredictor`.
+            ready :class:`~sam2ui.core.SAM2ImagePredictor`.
         device, dtype: for a model loaded by name (default: cuda, then mps, then cpu; float32).
         cache: the model cache to use (default: the process-wide one the app shares).
         multimask: predict three candidates for a single click (the reference's advice).
         display_width: shown width in screen pixels (0: natural size, shrunk to fit).
 
     Coordinates everywhere are image pixels, x right, y down; boxes XYXY. The engine's
-    annotator is :attr:`annotator` (:class:`~sam2ui.core.annotation.ImageAnnotator`).
+    annotator is :attr:`annotator` (:class:`~sam2ui.core.ImageAnnotator`).
     """
 
     annotator: ImageAnnotator
@@ -62,15 +64,15 @@ class ImageSegmenter(SegmenterBase):
     def __init__(
         self,
         image: object,
-        model: object = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | SAM2ImagePredictor = DEFAULT_MODEL,
         *,
         device: Any = None,
         dtype: Any = "float32",
-        cache: Any = None,
+        cache: ModelCache | None = None,
         multimask: bool = True,
         display_width: int = 0,
     ) -> None:
-        predictor = image_predictor_for(model, device=device, dtype=dtype, cache=cache)
+        predictor = image_predictor(model, device=device, dtype=dtype, cache=cache)
         annotator = ImageAnnotator(predictor, multimask=multimask)
         annotator.set_image(load_image(image))
         self.candidate_picker = widgets.ToggleButtons(

@@ -12,15 +12,17 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
 
-from sam2ui.core.video_annotator import Direction, VideoAnnotator
+from sam2ui.core import Direction, VideoAnnotator, video_predictor
 
 from .base import DEFAULT_MODEL, SegmenterBase
-from .models import video_predictor_for
+
+if TYPE_CHECKING:
+    from sam2ui.core import ModelCache, SAM2VideoPredictor
 
 __all__ = ["VideoSegmenter"]
 
@@ -42,7 +44,7 @@ class VideoSegmenter(SegmenterBase):
     Args:
         video: a video file, a folder of JPEG/PNG frames or a ``(T, H, W, 3)`` uint8 array.
         model: a variant name, hub id or checkpoint path (from the shared model cache), or a
-            ready :class:`~sam2ui.core.video_predictor.SAM2VideoPredictor`.
+            ready :class:`~sam2ui.core.SAM2VideoPredictor`.
         device, dtype, cache: as for :class:`~sam2ui.widgets.ImageSegmenter`.
         offload_state_to_cpu: keep the session's frames and memories in CPU memory.
         display_width: shown width in screen pixels (0: natural size, shrunk to fit).
@@ -50,7 +52,7 @@ class VideoSegmenter(SegmenterBase):
     Results: :meth:`results` ``{frame: {object id: (H, W) bool}}``, :meth:`masks` for one
     frame, and the exports :meth:`write_overlay_mp4`, :meth:`write_masks_zip`,
     :meth:`write_json` (or :meth:`export` for all three). The engine's annotator is
-    :attr:`annotator` (:class:`~sam2ui.core.video_annotator.VideoAnnotator`).
+    :attr:`annotator` (:class:`~sam2ui.core.VideoAnnotator`).
     """
 
     annotator: VideoAnnotator
@@ -58,17 +60,17 @@ class VideoSegmenter(SegmenterBase):
     def __init__(
         self,
         video: object,
-        model: object = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | SAM2VideoPredictor = DEFAULT_MODEL,
         *,
         device: Any = None,
         dtype: Any = "float32",
-        cache: Any = None,
+        cache: ModelCache | None = None,
         offload_state_to_cpu: bool = False,
         display_width: int = 0,
     ) -> None:
         if isinstance(video, (str, os.PathLike)) and not Path(video).exists():
             raise FileNotFoundError(f"no video file or frame folder {video}")
-        predictor = video_predictor_for(model, device=device, dtype=dtype, cache=cache)
+        predictor = video_predictor(model, device=device, dtype=dtype, cache=cache)
         annotator = VideoAnnotator(predictor, video, offload_state_to_cpu=offload_state_to_cpu)
         self._worker: threading.Thread | None = None
         self._cancel = threading.Event()
@@ -137,8 +139,8 @@ class VideoSegmenter(SegmenterBase):
         *,
         wait: bool = False,
     ) -> None:
-        """Track every prompted object (see
-        :meth:`~sam2ui.core.video_annotator.VideoAnnotator.propagate`) in a background thread.
+        """Track every prompted object (see :meth:`~sam2ui.core.VideoAnnotator.propagate`)
+        in a background thread.
 
         ``direction`` defaults to the Direction dropdown. With ``wait=True`` this returns when
         tracking has ended (the widget's Cancel cannot be pressed meanwhile: the kernel is

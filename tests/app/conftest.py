@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,8 +14,8 @@ import pytest
 from sam2ui.app.context import AppContext
 from sam2ui.app.options import AppConfig
 from sam2ui.core import ModelCache, build_sam2, get_config
-from sam2ui.core.model_cache import ModelKey
 from sam2ui.core.modeling import SAM2Model
+from sam2ui.core.serving.model_cache import ModelKey
 from tests.reference_models import perturbed_state_dict
 
 # A tiny model at a quarter of the official input size: set_image takes ~0.1 s instead of 1.3 s.
@@ -83,3 +86,20 @@ def write_video(path: Path, frames: int = 6, fps: int = 6) -> Path:
 @pytest.fixture(scope="session")
 def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_video(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+def record_video_opens(monkeypatch: pytest.MonkeyPatch, log: Path) -> Callable[[], list[str]]:
+    """Make every opening of a video file (a ``VideoFileSource`` built, which reads the whole
+    file's frame table), in this process or in a worker forked from it, add its path to
+    ``log``. Returns a function that lists the paths opened so far."""
+    from sam2ui.core.video.sources.file import VideoFileSource
+
+    build = VideoFileSource.__init__
+
+    def counted(self: VideoFileSource, path: Any, *args: Any, **kwargs: Any) -> None:
+        with open(log, "a") as out:
+            out.write(f"{os.fspath(path)}\n")
+        build(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(VideoFileSource, "__init__", counted)
+    return lambda: log.read_text().splitlines() if log.exists() else []

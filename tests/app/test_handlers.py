@@ -16,7 +16,7 @@ from sam2ui.app.options import AppConfig
 from sam2ui.app.video_handlers import VideoHandlers
 from sam2ui.app.views import BOX, NEGATIVE
 from sam2ui.core import CheckpointUnavailableError, ModelCache
-from tests.app.conftest import HEIGHT, WIDTH, make_image, write_video
+from tests.app.conftest import HEIGHT, WIDTH, make_image, record_video_opens, write_video
 
 
 def _changed(a: np.ndarray, b: np.ndarray) -> int:
@@ -217,6 +217,22 @@ def test_video_limits(tmp_path: Path, small_cache: ModelCache, video_file: Path)
     bad.write_bytes(b"not a video")
     with pytest.raises(UserError, match="Cannot read this video"):
         handlers().upload(None, bad)
+
+
+def test_a_video_upload_is_opened_once(
+    video_ctx: AppContext, video_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = record_video_opens(monkeypatch, tmp_path / "opened.txt")
+    h = VideoHandlers(video_ctx)
+    sid, view = h.upload(None, video_file)
+    # Checked against the limits and annotated with one opening of the file.
+    assert opened() == [str(video_file)]
+    assert view.num_frames == 6 and h.click(sid, 3, None, 40, 48).objects[0].detail
+    with pytest.raises(UserError, match="has 6 frames; this app accepts up to 4"):
+        VideoHandlers(
+            AppContext(AppConfig(device="cpu", max_video_frames=4), cache=video_ctx.cache)
+        ).upload(None, video_file)
+    assert opened() == [str(video_file)] * 2
 
 
 def test_video_prompt_propagate_and_export(video_ctx: AppContext, video_file: Path) -> None:

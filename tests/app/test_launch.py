@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from sam2ui import cli
-from sam2ui.app import options
+from sam2ui.app import launcher
+from sam2ui.app.launcher import launch_options
 from sam2ui.app.options import DEFAULT_MODEL, AppConfig
-from sam2ui.app.ui import launch_options
 from sam2ui.app.zerogpu import offload_state, on_zero_gpu, run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def launched(monkeypatch: pytest.MonkeyPatch) -> list[AppConfig]:
     """Replace the real launch; collect the configs it would have started."""
     configs: list[AppConfig] = []
-    monkeypatch.setattr(options, "launch", lambda config, **kw: configs.append(config))
+    monkeypatch.setattr(launcher, "launch", lambda config, **kw: configs.append(config))
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     return configs

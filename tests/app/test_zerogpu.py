@@ -24,7 +24,7 @@ from sam2ui.app.options import AppConfig
 from sam2ui.app.video_handlers import VideoHandlers, VideoView
 from sam2ui.core import ModelCache
 
-from .conftest import make_image
+from .conftest import make_image, record_video_opens
 
 FAKE_SPACES = Path(__file__).parent / "fake_spaces"
 
@@ -188,6 +188,24 @@ def test_video_tab_runs_the_model_in_workers_only(
     shown = {id(v) for v in finals(views)}
     previews = [v for v in views if id(v) not in shown]
     assert previews and all(v.message.startswith("Tracking: ") for v in previews)
+
+
+def test_a_video_upload_is_opened_once_with_a_worker(
+    zero_gpu: ZeroGPU,
+    small_cache: ModelCache,
+    video_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened = record_video_opens(monkeypatch, tmp_path / "opened.txt")
+
+    def upload(ctx: AppContext) -> int:
+        return VideoHandlers(ctx).upload(None, video_file)[1].num_frames
+
+    assert _run_app(small_cache, upload) == 6
+    # Opened here for the limits; the worker gets it pickled (reopened, not read through).
+    assert opened() == [str(video_file)]
+    assert zero_gpu.calls == {"function": 1, "generator": 0}
 
 
 def test_errors_from_a_worker_keep_their_message(zero_gpu: ZeroGPU) -> None:

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from pycocotools import mask as coco_mask
 
-from sam2ui.core import amg_utils as A
 from sam2ui.core import masks as M
+from sam2ui.core.image import generator_parts as A
 
 
 def blobby(n: int, h: int, w: int, seed: int, cell: int = 8, level: float = 0.0) -> torch.Tensor:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from sam2ui.core.build import build_sam2
-from sam2ui.core.config import get_config
-from sam2ui.core.model_cache import ModelCache, ModelKey
+from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling import SAM2Model
+from sam2ui.core.modeling.config import get_config
+from sam2ui.core.serving.model_cache import ModelCache, ModelKey
 from tests.reference_models import perturbed_state_dict
 
 # The tiny variant at a quarter of its input size: every code path, a fraction of the time.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2ui.core.model_cache import ModelCache, image_predictor
+from sam2ui.core.serving.model_cache import ModelCache, image_predictor
 from sam2ui.widgets import ImageSegmenter
 
 from .conftest import MODEL

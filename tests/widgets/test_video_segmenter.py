@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sam2ui.core.exports import read_sav_json
-from sam2ui.core.model_cache import ModelCache, image_predictor, video_predictor
+from sam2ui.core.serving.model_cache import ModelCache, image_predictor, video_predictor
 from sam2ui.widgets import ImageSegmenter, VideoSegmenter
 
 from .conftest import MODEL

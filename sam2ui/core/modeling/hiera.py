@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import HieraConfig
-from .common import MLP, Linear, attention
+from .attention import attention
+from .config import HieraConfig
+from .layers import MLP, Linear
 
 
 def _pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:

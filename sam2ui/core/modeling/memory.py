@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import LayerNorm2d, Linear, linear
+from .layers import LayerNorm2d, Linear, linear
 from .position_encoding import PositionEmbeddingSine
 from .transformer import RoPEAttention
 

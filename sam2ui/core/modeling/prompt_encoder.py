@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .layers import LayerNorm2d
 from .position_encoding import PositionEmbeddingRandom
 
 # Point labels the model knows: -1 padding ("not a point"), 0 negative click, 1 positive click,

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import SAM2Config
-from .common import MLP, Linear
+from .config import SAM2Config
 from .hiera import Hiera
 from .image_encoder import BackboneOutput, FpnNeck, ImageEncoder
+from .layers import MLP, Linear
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
 from .prompt_encoder import PromptEncoder
@@ -42,7 +42,7 @@ def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class SAM2Model(nn.Module):
-    """SAM 2 / SAM 2.1. Build it with :func:`sam2ui.core.build.build_sam2`."""
+    """SAM 2 / SAM 2.1. Build it with :func:`sam2ui.core.loading.build.build_sam2`."""
 
     def __init__(self, config: SAM2Config) -> None:
         super().__init__()

@@ -8,15 +8,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .common import (
-    MLP,
-    Linear,
+from .attention import (
     attention,
     attention_projected_values,
     image_to_tokens_attention,
     token_attention,
     tokens_to_image_attention,
 )
+from .layers import MLP, Linear
 from .position_encoding import apply_rope_, axial_rope_angles
 
 

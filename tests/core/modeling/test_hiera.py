@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam2ui.core.config import HieraConfig
+from sam2ui.core.modeling.config import HieraConfig
 from sam2ui.core.modeling.hiera import Hiera, _pool
 
 

@@ -1,0 +1,36 @@
+"""Serving the app: :func:`launch` builds it with :func:`~sam2ui.app.ui.build_demo` and starts
+gradio's server.
+
+This is the only module that imports the one that builds the app; the command line imports it
+(after checking that gradio is installed) to start the app for the options it parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .options import AppConfig
+from .ui import build_demo
+
+__all__ = ["launch", "launch_options"]
+
+
+def launch_options(config: AppConfig) -> dict[str, Any]:
+    """``Blocks.launch`` keyword arguments for ``config`` (server, share, upload limit)."""
+    return {
+        "server_name": config.host,
+        "server_port": config.port or None,
+        "share": config.share,
+        # A little above the video limit, so oversize files reach the handler's clear message.
+        "max_file_size": f"{int(config.max_video_mb * 2) + 16}mb",
+        "show_error": True,
+    }
+
+
+def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
+    """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
+    is passed, then returns the :class:`gradio.Blocks`)."""
+    demo = build_demo(config)
+    options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}
+    demo.launch(**options)
+    return demo

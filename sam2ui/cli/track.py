@@ -1,0 +1,332 @@
+"""``sam2ui track``: objects through a video from clicks, boxes or masks (``--point``/``--box``
+on ``--frame``, or a ``--prompts`` file read by :func:`sam2ui.core.load_prompt_file`), written
+as a DAVIS PNG zip, an SA-V JSON and an overlay MP4 (:mod:`sam2ui.cli.track_output`).
+
+numpy, torch and the prompt-file reader load inside the handler, so building the parser stays
+light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sam2ui.core import ObjectPrompt
+
+from .common import add_model_options, add_prompt_options, load_failed, model_source, pick_device
+from .track_output import FORMATS, OUTPUT_FILES, _Progress, start_writers
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["DIRECTIONS", "FORMATS", "MAX_PNG_ID", "add_track", "parse_formats"]
+
+DIRECTIONS = ("forward", "backward", "both")
+# Largest object id a DAVIS indexed PNG can hold.
+MAX_PNG_ID = 255
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """Parse ``--formats``: a comma-separated subset of zip, json, mp4 (order kept, no repeats)."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"invalid formats {text!r}: choose one or more of {', '.join(FORMATS)}, "
+            "separated by commas"
+        )
+    return tuple(dict.fromkeys(names))
+
+
+def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``track`` subcommand's parser, with :func:`run_track` as its handler."""
+    parser = subparsers.add_parser(
+        "track",
+        help="track objects through a video from clicks, boxes or masks",
+        description=(
+            "Track objects through VIDEO (a video file or a folder of JPEG/PNG frames) from\n"
+            "prompts on some of its frames, and write the masks to DIR: masks.zip (DAVIS\n"
+            "indexed PNGs, plus one folder of 1-bit PNGs per object), masks.json (SA-V\n"
+            "masklet JSON, COCO RLE) and overlay.mp4 (the tracked frames with the masks\n"
+            "tinted). One object from --point/--box on --frame, or several from --prompts.\n\n"
+            "prompt file (JSON):\n"
+            '  {"objects": [\n'
+            '    {"id": 1, "name": "dog", "frame": 0, "points": [[x, y], [x, y, 0]],\n'
+            '     "box": [x0, y0, x1, y1]},\n'
+            '    {"id": 2, "frame": 12, "mask": "mask.png"}]}\n'
+            "  id >= 1 is required; frame defaults to 0; each entry needs points (label 1 =\n"
+            "  object, the default, 0 = background), a box, or a mask (a PNG relative to the\n"
+            "  JSON file, nonzero = object). Repeat an id to prompt an object on more frames.\n"
+            "  An SA-V JSON (e.g. a masks.json written before) also works: each object's mask\n"
+            "  where it first appears is its prompt.\n\n"
+            "Tracking starts at the earliest prompted frame: forward to the end, then (with\n"
+            "both) backward to frame 0; backward alone starts at the latest prompted frame.\n"
+            "Ctrl-C stops and writes the frames tracked so far (exit status 130)."
+        ),
+        epilog=(
+            "examples:\n"
+            "  sam2ui track clip.mp4 --point 320,240 --out results\n"
+            "  sam2ui track frames/ --box 50,40,400,300 --frame 10 --out results --formats zip\n"
+            "  sam2ui track clip.mp4 --prompts prompts.json --out results --direction forward\n"
+            "  sam2ui track clip.mp4 --prompts results/masks.json --out refined"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "video", type=Path, metavar="VIDEO", help="video file or folder of frames to track in"
+    )
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        metavar="FILE.json",
+        help="prompts for one or more objects (see above), instead of --point/--box",
+    )
+    add_prompt_options(parser, where=" on --frame")
+    parser.add_argument(
+        "--frame",
+        type=int,
+        metavar="N",
+        help="the frame --point/--box refer to (default: 0, the first)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the results (created)"
+    )
+    parser.add_argument(
+        "--formats",
+        type=parse_formats,
+        metavar="LIST",
+        help="what to write, comma-separated: zip, json, mp4 (default: all three)",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        default="both",
+        help="which way to track from the prompted frames (default: both)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="track at most N frames beyond the start frame in each direction (default: all)",
+    )
+    add_model_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_track, command_parser=parser)
+
+
+def _plan(
+    starts: tuple[int, int], num_frames: int, direction: str, max_frames: int | None
+) -> list[tuple[int, bool, int]]:
+    """The propagation passes: (start frame, reverse, frames yielded)."""
+    first, last = starts
+    span = num_frames if max_frames is None else max_frames
+    passes = []
+    if direction in ("forward", "both"):
+        passes.append((first, False, min(first + span, num_frames - 1) - first + 1))
+    if direction == "both" and first > 0:
+        passes.append((first, True, first - max(first - span, 0) + 1))
+    if direction == "backward":
+        passes.append((last, True, last - max(last - span, 0) + 1))
+    return passes
+
+
+def _inline_prompts(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> list[ObjectPrompt]:
+    """The prompts of ``--prompts``, or the one object of ``--point``/``--box``/``--frame``."""
+    if args.prompts is not None:
+        if args.points or args.box is not None or args.frame is not None:
+            parser.error("give either --prompts or --point/--box/--frame, not both")
+        from sam2ui.core import PromptError, load_prompt_file
+
+        try:
+            return load_prompt_file(args.prompts)
+        except PromptError as err:
+            parser.error(str(err))
+    if not args.points and args.box is None:
+        parser.error("give at least one --point or a --box, or a --prompts file")
+    frame = 0 if args.frame is None else args.frame
+    if frame < 0:
+        parser.error(f"argument --frame: must be >= 0, got {frame}")
+    return [ObjectPrompt(1, frame, tuple(args.points), args.box, where="--point/--box")]
+
+
+def run_track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check the arguments and the prompts against the video, then track (:func:`_track`)."""
+    prompts = _inline_prompts(args, parser)
+    if args.max_frames is not None and args.max_frames < 0:
+        parser.error(f"argument --max-frames: must be >= 0, got {args.max_frames}")
+    formats: tuple[str, ...] = args.formats or FORMATS
+    has_av = importlib.util.find_spec("av") is not None
+    if "mp4" in formats and not has_av:
+        if args.formats:
+            parser.error("--formats mp4 needs PyAV: pip install 'sam2ui[video]'")
+        formats = tuple(f for f in formats if f != "mp4")
+        print("sam2ui track: note: PyAV is not installed, skipping overlay.mp4", file=sys.stderr)
+    too_big = [p for p in prompts if p.obj_id > MAX_PNG_ID]
+    if "zip" in formats and too_big:
+        parser.error(
+            f"{too_big[0].where}: object id {too_big[0].obj_id} does not fit the zip's 8-bit "
+            f"PNGs (ids <= {MAX_PNG_ID}); leave zip out of --formats"
+        )
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
+    if not args.out.absolute().parent.is_dir():
+        parser.error(f"folder for {args.out} does not exist")
+    source_name = model_source(args, parser)
+
+    from sam2ui.core import PromptError, open_frames, validate_prompts
+
+    if not args.video.exists():
+        parser.error(f"video not found: {args.video}")
+    try:
+        frames = open_frames(args.video)
+    except (OSError, ValueError, ImportError) as err:
+        parser.error(f"cannot read video {args.video}: {err}")
+    try:
+        num_frames, height, width = len(frames), frames.height, frames.width
+        if num_frames == 0:
+            parser.error(f"the video {args.video} has no frames")
+        try:
+            validate_prompts(prompts, num_frames, width, height)
+        except PromptError as err:
+            parser.error(str(err))
+        device = pick_device(args.device, parser)
+        args.out.mkdir(exist_ok=True)
+        return _track(args, prompts, frames, source_name, device, formats)
+    finally:
+        frames.close()
+
+
+def _track(
+    args: argparse.Namespace,
+    prompts: Sequence[ObjectPrompt],
+    frames: Any,
+    source_name: str,
+    device: str,
+    formats: Sequence[str],
+) -> int:
+    """Load the model, prompt, propagate and write; the exit status."""
+    import numpy as np
+
+    from sam2ui.core import SAM2VideoPredictor, resolve_dtype
+
+    num_frames, height, width = len(frames), frames.height, frames.width
+    prog = "sam2ui track"
+    try:
+        predictor = SAM2VideoPredictor.from_pretrained(
+            source_name, device=device, dtype=resolve_dtype(args.dtype)
+        )
+        state = predictor.init_state(frames)
+        for p in prompts:
+            if p.mask is not None:
+                predictor.add_new_mask(state, p.frame, p.obj_id, p.mask)
+                continue
+            predictor.add_new_points_or_box(
+                state,
+                p.frame,
+                p.obj_id,
+                points=np.array([[q.x, q.y] for q in p.points], np.float32) if p.points else None,
+                labels=np.array([q.label for q in p.points], np.int32) if p.points else None,
+                box=np.array(p.box, np.float32) if p.box is not None else None,
+                clear_old_points=True,
+            )
+    except (OSError, ValueError, RuntimeError) as err:
+        return load_failed(prog, source_name, err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted before tracking; nothing written", file=sys.stderr)
+        return 130
+
+    frame_list = sorted({p.frame for p in prompts})
+    passes = _plan((frame_list[0], frame_list[-1]), num_frames, args.direction, args.max_frames)
+    total = sum(count for _, _, count in passes) - (len(passes) - 1)  # the start frame once
+    stream = len(passes) == 1 and not passes[0][1]  # forward only: frames come in order
+    names = {p.obj_id: p.name for p in prompts if p.name is not None}
+    writers = start_writers(
+        formats,
+        args.out,
+        height=height,
+        width=width,
+        fps=float(frames.fps),
+        video_id=args.video.stem if args.video.is_file() else args.video.name,
+        frame_count=num_frames,
+        names=names,
+    )
+
+    def emit(frame_idx: int, masks: dict[int, np.ndarray]) -> None:
+        item = (frame_idx, masks, frames.get(frame_idx))
+        for writer in writers:
+            writer.put(item)
+
+    packed: dict[int, dict[int, np.ndarray]] = {}  # frame -> {id: bit-packed mask}
+    progress = _Progress(total, args.quiet)
+    interrupted = False
+    failure: BaseException | None = None
+    try:
+        for start, reverse, count in passes:
+            span = count - 1
+            for frame_idx, obj_ids, logits in predictor.propagate_in_video(
+                state, start_frame_idx=start, max_frame_num_to_track=span, reverse=reverse
+            ):
+                if frame_idx in packed:
+                    continue  # the start frame, already given by the forward pass
+                binary = (logits > 0).cpu().numpy().reshape(len(obj_ids), height, width)
+                ids: list[Any] = list(obj_ids)  # our prompts use int ids
+                masks = {int(oid): binary[i] for i, oid in enumerate(ids)}
+                if stream:
+                    emit(frame_idx, masks)
+                    packed[frame_idx] = {}
+                else:
+                    packed[frame_idx] = {oid: np.packbits(m) for oid, m in masks.items()}
+                progress.update()
+    except KeyboardInterrupt:
+        interrupted = True
+    except (OSError, ValueError, RuntimeError) as err:
+        failure = err
+    finally:
+        progress.close()
+
+    if failure is not None:
+        for writer in writers:
+            writer.finish(abort=True)
+        print(f"{prog}: error: tracking failed: {failure}", file=sys.stderr)
+        return 1
+    if not stream:
+        for frame_idx in sorted(packed):
+            masks = {
+                oid: np.unpackbits(bits, count=height * width).reshape(height, width).view(bool)
+                for oid, bits in packed[frame_idx].items()
+            }
+            emit(frame_idx, masks)
+    for writer in writers:
+        writer.finish(abort=not packed)
+
+    written = []
+    for writer, name in zip(writers, formats):
+        if writer.error is not None:
+            print(f"{prog}: error: writing {name} failed: {writer.error}", file=sys.stderr)
+            return 1
+        written.append(args.out / OUTPUT_FILES[name])
+    if interrupted:
+        if not packed:
+            print(
+                f"{prog}: interrupted before any frame was tracked; nothing written",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"{prog}: interrupted after {len(packed)} of {total} frames; wrote the frames "
+                "tracked so far",
+                file=sys.stderr,
+            )
+        return 130
+    lo, hi = min(packed), max(packed)
+    count = len({p.obj_id for p in prompts})
+    print(f"tracked {count} object(s) on frames {lo}..{hi} ({len(packed)} frames)")
+    for path in written:
+        print(f"{path}")
+    return 0

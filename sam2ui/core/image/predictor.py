@@ -1,0 +1,418 @@
+"""Prompted segmentation of still images, with the API of the reference's SAM2ImagePredictor.
+
+Coordinates are pixels (x, y) of the original image unless ``normalize_coords=False``, in which
+case they are fractions of the image size in [0, 1]. Boxes are XYXY.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam2ui.core.loading.devices import resolve_device, resolve_dtype
+from sam2ui.core.modeling import ImageFeatures, SAM2Model
+from sam2ui.core.modeling.prompt_encoder import POINT_LABELS
+from sam2ui.core.modeling.transformer import ImageKeys
+from sam2ui.core.transforms import ImageLike, image_to_tensor, preprocess
+
+from .upsample import upsample_logits, upsample_masks
+
+Prompt = Any  # numpy array, sequence or torch tensor
+
+
+def _as_float_tensor(value: Prompt, name: str, device: torch.device) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(
+            np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
+        )
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
+    if not (
+        tensor.is_floating_point()
+        or tensor.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)
+    ):
+        raise TypeError(f"{name} must be numeric, got dtype {tensor.dtype}")
+    tensor = tensor.to(device=device, dtype=torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return tensor
+
+
+class SAM2ImagePredictor:
+    """Compute an image's embedding once, then predict masks for any number of prompts.
+
+    Args:
+        sam_model: a loaded :class:`SAM2Model`.
+        mask_threshold: logit threshold that turns mask logits into masks.
+        max_hole_area: background regions up to this area (pixels of the 256x256 low-res mask)
+            are filled. Works on every device (no compiled extension).
+        max_sprinkle_area: foreground specks up to this area are removed.
+    """
+
+    def __init__(
+        self,
+        sam_model: SAM2Model,
+        mask_threshold: float = 0.0,
+        max_hole_area: float = 0.0,
+        max_sprinkle_area: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(sam_model, SAM2Model):
+            raise TypeError(f"sam_model must be a SAM2Model, got {type(sam_model).__name__}")
+        self.model = sam_model
+        self.mask_threshold = float(mask_threshold)
+        self.max_hole_area = float(max_hole_area)
+        self.max_sprinkle_area = float(max_sprinkle_area)
+        self._features: ImageFeatures | None = None
+        self._orig_hw: list[tuple[int, int]] = []
+        self._is_batch = False
+        # Per image index: the decoder's prompt-independent work (see set_image).
+        self._image_keys: dict[int, ImageKeys] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str | os.PathLike[str],
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str = torch.float32,
+        variant: str | None = None,
+        **kwargs: Any,
+    ) -> SAM2ImagePredictor:
+        """Load a model by hub id (``facebook/sam2.1-hiera-tiny``), variant name or local
+        checkpoint (Meta ``.pt``, or a transformers-format folder / ``.safetensors``).
+
+        ``device`` defaults to cuda, then mps, then cpu; ``dtype`` is float32 or bfloat16.
+        Extra keyword arguments (mask_threshold, max_hole_area, ...) go to the predictor.
+        """
+        from sam2ui.core.loading.checkpoint import load_sam2
+
+        model = load_sam2(
+            model_id, variant=variant, device=resolve_device(device), dtype=resolve_dtype(dtype)
+        )
+        return cls(model, **kwargs)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def orig_hw(self) -> list[tuple[int, int]]:
+        """(H, W) of each image set, in order."""
+        return list(self._orig_hw)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._features is not None
+
+    @property
+    def features(self) -> ImageFeatures:
+        if self._features is None:
+            raise RuntimeError("no image is set: call set_image(...) or set_image_batch(...) first")
+        return self._features
+
+    def reset_predictor(self) -> None:
+        """Forget the current image(s)."""
+        self._features = None
+        self._orig_hw = []
+        self._is_batch = False
+        self._image_keys = {}
+
+    # ------------------------------------------------------------------ images
+    @torch.inference_mode()
+    def set_image(self, image: ImageLike) -> None:
+        """Compute the embedding of one image: numpy (H, W[, C]) or PIL, any size.
+
+        Grey, RGBA and 16-bit images are converted; float images must lie in [0, 1].
+        """
+        self._set_images([image_to_tensor(image)])
+        self._is_batch = False
+        # The decoder's prompt-independent work, here rather than on the first click (about
+        # 3 ms of it on the CPU). Batches make theirs per image on first use, as they may hold
+        # many images that are never prompted.
+        self._image_keys[0] = self.model.decoder_image_keys(self._one_image(0))
+
+    @torch.inference_mode()
+    def set_image_batch(self, image_list: list[ImageLike]) -> None:
+        """Compute the embeddings of several images (sizes may differ) in one batch."""
+        if isinstance(image_list, np.ndarray) or not isinstance(image_list, (list, tuple)):
+            raise TypeError("set_image_batch expects a list of images")
+        if not image_list:
+            raise ValueError("set_image_batch needs at least one image")
+        self._set_images([image_to_tensor(img) for img in image_list])
+        self._is_batch = True
+
+    def _set_images(self, tensors: list[torch.Tensor]) -> None:
+        self.reset_predictor()
+        size = self.model.config.image_size
+        batch = preprocess([t.to(self.device) for t in tensors], size)
+        self._features = self.model.image_features(batch)
+        self._orig_hw = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
+
+    def _one_image(self, idx: int) -> ImageFeatures:
+        features = self.features
+        return ImageFeatures(
+            features.image_embed[idx : idx + 1], [f[idx : idx + 1] for f in features.high_res_feats]
+        )
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The image embedding(s): (B, 256, 64, 64) float32."""
+        return self.features.image_embed
+
+    # ------------------------------------------------------------------ prompts
+    def transform_coords(
+        self, coords: torch.Tensor, normalize: bool = False, orig_hw: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Pixel (x, y) coordinates of an image of size ``orig_hw`` (or [0, 1] fractions when
+        ``normalize`` is False) -> coordinates in the model's square input frame."""
+        size = self.model.config.image_size
+        if normalize:
+            if orig_hw is None:
+                raise ValueError("orig_hw is needed to normalise pixel coordinates")
+            h, w = orig_hw
+            # Divide by the size first, then scale, so rounding matches the reference exactly.
+            coords = coords / torch.tensor([w, h], dtype=coords.dtype, device=coords.device)
+        return coords * size
+
+    def _prep_prompts(
+        self,
+        point_coords: Prompt | None,
+        point_labels: Prompt | None,
+        box: Prompt | None,
+        mask_input: Prompt | None,
+        normalize_coords: bool,
+        img_idx: int,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        device = self.device
+        hw = self._orig_hw[img_idx]
+        coords = labels = boxes = masks = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            coords = _as_float_tensor(point_coords, "point_coords", device)
+            if coords.ndim == 2:
+                coords = coords[None]
+            if coords.ndim != 3 or coords.shape[-1] != 2:
+                raise ValueError(
+                    "point_coords must have shape (N, 2) or (B, N, 2); "
+                    f"got {tuple(np.shape(point_coords))}"
+                )
+            labels = torch.as_tensor(
+                np.asarray(point_labels)
+                if not isinstance(point_labels, torch.Tensor)
+                else point_labels
+            )
+            if labels.is_floating_point():
+                if not torch.isfinite(labels).all() or (labels != labels.round()).any():
+                    raise ValueError("point_labels must be integers")
+            elif labels.dtype == torch.bool:
+                raise TypeError(
+                    "point_labels must be integers (1 positive, 0 negative), not booleans"
+                )
+            labels = labels.to(device=device, dtype=torch.int32)
+            if labels.ndim == 1:
+                labels = labels[None]
+            if labels.shape != coords.shape[:2]:
+                raise ValueError(
+                    f"point_labels shape {tuple(labels.shape)} does not match point_coords "
+                    f"shape {tuple(coords.shape)}"
+                )
+            bad = ~torch.isin(labels, torch.tensor(POINT_LABELS, device=device, dtype=torch.int32))
+            if bad.any():
+                raise ValueError(
+                    f"point label {int(labels[bad][0])} is not one the model knows: "
+                    "use 1 (positive), "
+                    "0 (negative), -1 (padding), 2/3 (box corners)"
+                )
+            coords = self.transform_coords(coords, normalize_coords, hw)
+        elif point_labels is not None:
+            raise ValueError("point_labels given without point_coords")
+        if box is not None:
+            b = _as_float_tensor(box, "box", device)
+            if b.ndim == 1:
+                b = b[None]
+            if b.ndim != 2 or b.shape[-1] != 4:
+                raise ValueError(
+                    f"box must have shape (4,) or (B, 4) in XYXY; got {tuple(np.shape(box))}"
+                )
+            if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+                raise ValueError("box must be XYXY with x1 >= x0 and y1 >= y0")
+            boxes = self.transform_coords(b.reshape(-1, 2, 2), normalize_coords, hw)
+        if mask_input is not None:
+            m = _as_float_tensor(mask_input, "mask_input", device)
+            if m.ndim == 3:
+                m = m[None]
+            low = self.model.config.low_res_size
+            if m.ndim != 4 or m.shape[1:] != (1, low, low):
+                raise ValueError(
+                    f"mask_input must be low-res logits of shape (1, {low}, {low}) or "
+                    f"(B, 1, {low}, {low}), e.g. low_res_masks of a previous predict; "
+                    f"got {tuple(m.shape)}"
+                )
+            masks = m
+        return coords, labels, boxes, masks
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        point_coords: Prompt | None = None,
+        point_labels: Prompt | None = None,
+        box: Prompt | None = None,
+        mask_input: Prompt | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for the prompts on the current image.
+
+        Args:
+            point_coords: (N, 2) or (B, N, 2) pixel (x, y); point_labels: (N,) or (B, N),
+                1 positive / 0 negative.
+            box: (4,) or (B, 4) XYXY pixels; mask_input: (1, 256, 256) or (B, 1, 256, 256)
+                logits from a previous prediction.
+            multimask_output: three candidate masks instead of one.
+            return_logits: return mask logits instead of boolean masks.
+            normalize_coords: coordinates are pixels (True) or [0, 1] fractions (False).
+
+        Returns:
+            masks (C, H, W) (or (B, C, H, W) for B prompts) bool, or float32 logits;
+            iou_predictions (C,) or (B, C); low_res_masks (C, 256, 256) or (B, C, 256, 256).
+        """
+        if self._features is None:
+            raise RuntimeError("an image must be set with set_image(...) before predict")
+        return self._predict_numpy(
+            point_coords, point_labels, box, mask_input, multimask_output, return_logits,
+            normalize_coords, img_idx=-1,
+        )  # fmt: skip
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        point_coords_batch: list[Prompt] | None = None,
+        point_labels_batch: list[Prompt] | None = None,
+        box_batch: list[Prompt] | None = None,
+        mask_input_batch: list[Prompt] | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        normalize_coords: bool = True,
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`predict` for each image of :meth:`set_image_batch`: lists indexed by image."""
+        if self._features is None or not self._is_batch:
+            raise RuntimeError("predict_batch needs images set with set_image_batch(...)")
+        n = len(self._orig_hw)
+        for name, values in (
+            ("point_coords_batch", point_coords_batch),
+            ("point_labels_batch", point_labels_batch),
+            ("box_batch", box_batch),
+            ("mask_input_batch", mask_input_batch),
+        ):
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name} has {len(values)} entries for {n} images")
+        outs: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        for i in range(n):
+            result = self._predict_numpy(
+                point_coords_batch[i] if point_coords_batch is not None else None,
+                point_labels_batch[i] if point_labels_batch is not None else None,
+                box_batch[i] if box_batch is not None else None,
+                mask_input_batch[i] if mask_input_batch is not None else None,
+                multimask_output, return_logits, normalize_coords, img_idx=i,
+            )  # fmt: skip
+            for acc, value in zip(outs, result):
+                acc.append(value)
+        return outs
+
+    def _predict_numpy(
+        self,
+        point_coords: Prompt | None,
+        point_labels: Prompt | None,
+        box: Prompt | None,
+        mask_input: Prompt | None,
+        multimask_output: bool,
+        return_logits: bool,
+        normalize_coords: bool,
+        img_idx: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        coords, labels, boxes, masks_in = self._prep_prompts(
+            point_coords, point_labels, box, mask_input, normalize_coords, img_idx
+        )
+        masks, iou, low_res = self.predict_torch(
+            coords, labels, boxes, masks_in, multimask_output, return_logits, img_idx
+        )
+        squeeze = masks.shape[0] == 1
+        out = []
+        for t in (masks, iou, low_res):
+            t = t[0] if squeeze else t
+            out.append(t.cpu().numpy() if t.dtype == torch.bool else t.float().cpu().numpy())
+        return out[0], out[1], out[2]
+
+    @torch.inference_mode()
+    def predict_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tensor-level prediction, prompts already in the model's input frame.
+
+        point_coords (B, N, 2), point_labels (B, N), boxes (B, 4) or (B, 2, 2), mask_input
+        (B, 1, 256, 256). Returns masks (B, C, H, W) at the original size (bool, or logits),
+        iou_predictions (B, C) and low_res_masks (B, C, 256, 256) clamped to [-32, 32].
+        """
+        if self._features is None:
+            raise RuntimeError("an image must be set with set_image(...) before predict")
+        points: tuple[torch.Tensor, torch.Tensor] | None = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be given with point_coords")
+            points = (point_coords, point_labels)
+        if boxes is not None:
+            corners = boxes.reshape(-1, 2, 2)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int32, device=corners.device)
+            corner_labels = corner_labels.expand(corners.shape[0], 2)
+            if points is not None:
+                if points[0].shape[0] != corners.shape[0]:
+                    raise ValueError(
+                        f"{corners.shape[0]} boxes but {points[0].shape[0]} sets of points: "
+                        "give one set of points per box"
+                    )
+                points = (
+                    torch.cat((corners, points[0]), 1),
+                    torch.cat((corner_labels, points[1].to(torch.int32)), 1),
+                )
+            else:
+                points = (corners, corner_labels)
+        idx = img_idx if img_idx >= 0 else len(self._orig_hw) + img_idx
+        one = self._one_image(idx)
+        keys = None
+        if mask_input is None:
+            if idx not in self._image_keys:
+                self._image_keys[idx] = self.model.decoder_image_keys(one)
+            keys = self._image_keys[idx]
+        out = self.model.decode_masks(one, points, mask_input, multimask_output, keys)
+        low_res = out.masks.float()
+        cleaned = self._clean_low_res(low_res)
+        if return_logits:
+            masks = upsample_logits(cleaned, self._orig_hw[idx])
+        else:
+            # Only the side of the threshold matters: the same masks as thresholding the
+            # upsampled logits, without interpolating pixels away from mask boundaries.
+            masks = upsample_masks(cleaned, self._orig_hw[idx], self.mask_threshold)
+        return masks, out.iou_pred.float(), low_res.clamp(-32.0, 32.0)
+
+    def _clean_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        """Optional hole/sprinkle clean-up of (B, C, 256, 256) logits, at low resolution."""
+        if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
+            from sam2ui.core.masks import fill_holes_and_remove_sprinkles
+
+            low_res = fill_holes_and_remove_sprinkles(
+                low_res, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area
+            )
+        return low_res

@@ -1,0 +1,146 @@
+"""Layers shared by several SAM 2 modules: linear layers (oneDNN on the CPU), MLP, LayerNorm2d."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {nn.GELU: "gelu", nn.ReLU: "relu"}
+
+
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+# A oneDNN call costs about 13 us more than F.linear's in float32, which its faster kernel
+# repays from 64 rows of 256 features, or on a few rows of a large weight (8 prompt tokens
+# through a 256 x 2048 layer: 55 against 93 us); a few tokens through a 256 x 256 layer run 2x
+# faster in F.linear. In bfloat16 F.linear has the same fixed cost, so oneDNN always wins.
+ONEDNN_MIN_ROWS = 64
+_ONEDNN_MIN_WEIGHT = 256 * 1024
+
+
+def set_onednn_linear(enabled: bool) -> bool:
+    """Choose the CPU kernel for linear layers; returns the previous setting.
+
+    On by default. oneDNN accumulates in a different order from the BLAS library that
+    ``F.linear`` (and the reference) uses, so float32 results differ from the reference's by
+    float32 rounding (about 1e-6 on mask logits). Turning it off reproduces the reference's
+    float32 arithmetic exactly, at about half the speed of the linear layers.
+    """
+    global _ONEDNN_LINEAR
+    previous = _ONEDNN_LINEAR
+    _ONEDNN_LINEAR = bool(enabled) and _onednn_linear_available()
+    return previous
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+) -> torch.Tensor:
+    """``activation(x @ weight.T + bias)`` for activation "none", "relu" or "gelu" (exact erf).
+
+    On the CPU, inference goes through oneDNN with the bias and activation fused into the
+    matrix product. Measured on the 2-core development machine it runs float32 linear layers
+    about twice as fast as the default BLAS path (``benchmarks/RESULTS.md``); elsewhere, and
+    whenever gradients are needed, it is the plain ``F.linear``.
+    """
+    if (
+        _ONEDNN_LINEAR
+        and x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and (
+            x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+            or weight.numel() >= _ONEDNN_MIN_WEIGHT
+            or x.dtype == torch.bfloat16
+        )
+        and x.dtype == weight.dtype
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    ):
+        algorithm = "none" if activation == "gelu" else ""
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], algorithm)
+    y = F.linear(x, weight, bias)
+    if activation == "relu":
+        return F.relu(y)
+    if activation == "gelu":
+        return F.gelu(y)
+    return y
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and checkpoint keys) computed with :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with an activation between them (not after the last).
+
+    Works on any leading shape: (..., input_dim) -> (..., output_dim).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        output_dim: int,
+        num_layers: int,
+        *,
+        activation: type[nn.Module] = nn.ReLU,
+        sigmoid_output: bool = False,
+    ) -> None:
+        super().__init__()
+        dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
+        dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(Linear(i, o) for i, o in zip(dims_in, dims_out))
+        self.act = activation()
+        self._act_name = _ACTIVATIONS.get(activation)
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.Linear)
+            if i == last:
+                x = linear(x, layer.weight, layer.bias)
+            elif self._act_name is not None:
+                x = linear(x, layer.weight, layer.bias, self._act_name)
+            else:
+                x = self.act(linear(x, layer.weight, layer.bias))
+        return torch.sigmoid(x) if self.sigmoid_output else x
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a (B, C, H, W) tensor."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalising the channels-last view uses the fused kernel; for a channels-last x (as
+        # in the mask decoder) both permutes are free.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+# Attention on the CPU. The fused kernel (scaled_dot_product_attention) reaches about 190
+# GFLOPS here in float32 and gains nothing from bfloat16, whereas oneDNN's matrix products run
+# float32 about twice as fast and bfloat16 faster again. So with the fast kernels on (see
+# set_onednn_linear), long attention runs as explicit products, q k^T then softmax then
+# weights v, per head over blocks of queries small enough that a block's scores stay in cache.
+
+
+def fast_cpu_kernels(*tensors: torch.Tensor) -> bool:
+    """Whether the fast CPU kernels apply to these tensors (see :func:`set_onednn_linear`):
+    on, CPU tensors of float32 or bfloat16, no gradients needed."""
+    return (
+        _ONEDNN_LINEAR
+        and tensors[0].device.type == "cpu"
+        and tensors[0].dtype in (torch.float32, torch.bfloat16)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+    )

@@ -1,0 +1,201 @@
+"""Bounded tracking memory and compact per-frame results of a video session.
+
+While tracking, the model reads of the frames behind the current one (in the direction of
+travel) only:
+
+* the memory features of the last ``num_maskmem - 1`` tracked frames (6 for SAM 2; more
+  frames apart with a temporal stride > 1), see ``_memory_frames`` in
+  :mod:`sam2ui.core.modeling.tracking`;
+* the object pointers of the last ``min(num_frames, max_obj_ptrs_in_encoder) - 1`` frames
+  (15 for SAM 2 on a video of 16 frames or more), see ``_object_pointers``;
+* everything of every conditioning (prompted) frame.
+
+:class:`MemoryWindow` prunes a session's tracked (non-conditioning) outputs after each
+tracked frame to what the model reads when it tracks the next frame or corrects the frame
+just tracked (a click on it reads the memories behind it, like tracking it did): the memory
+features and low-res logits of frames more than the memory reach behind the current frame
+are dropped first, the pointer (and object score) later, when it leaves the pointer reach.
+That is 7 memory features and 16 pointers at most (for SAM 2), one more of each than the
+next frame reads. Outputs ahead of the current frame (left by an earlier pass in the other
+direction) are not touched: the pass overwrites them before it reads them, and a later pass
+the other way may read them. Since nothing the model reads is removed, tracking, and a
+correction on the frame tracked last, give bit-identical masks with and without pruning. A
+correction on an earlier frame, or a pass started in mid-video, reads only what is still
+held there (the reference keeps every frame's memory; ``keep_all_memories`` does too).
+
+The masks handed out are kept for later use (exports, re-display) as bit-packed boolean masks
+at video resolution (:class:`ResultStore`), one bit a pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from sam2ui.core.modeling.config import SAM2Config
+
+
+@dataclass(frozen=True)
+class FrameOutput:
+    """What is kept of one object on one frame.
+
+    ``mask_logits``: (1, 1, S/4, S/4) float32, after hole filling; ``obj_ptr``: (1, C);
+    ``object_score_logits``: (1, 1); ``memory_features``: (1, mem_dim, h, w) in bfloat16, or
+    None until the memory encoder has run on this output. Tracked outputs that fell out of
+    the model's memory reach keep only the pointer and score (logits and features None; see
+    :mod:`sam2ui.core.video.memory`).
+    """
+
+    mask_logits: torch.Tensor | None
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    memory_features: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class MemoryWindow:
+    """How far back (in frames, in the direction of travel) the model reads.
+
+    ``memory_reach``: the farthest distance of a frame whose memory features are read;
+    ``pointer_reach``: the farthest distance of a frame whose object pointer is read.
+    """
+
+    memory_reach: int
+    pointer_reach: int
+
+    @classmethod
+    def for_model(cls, config: SAM2Config, num_frames: int) -> MemoryWindow:
+        """The window of a model on a video of ``num_frames`` frames."""
+        stride = config.memory_temporal_stride_for_eval
+        # Slot num_maskmem-1 reads the previous frame; slots 1..num_maskmem-2 read frames on
+        # the stride grid, the farthest at most 1 + (num_maskmem - 2) * stride frames back.
+        memory = 1 + (config.num_maskmem - 2) * stride if config.num_maskmem > 1 else 0
+        pointer = 0
+        if config.use_obj_ptrs_in_encoder:
+            pointer = max(min(num_frames, config.max_obj_ptrs_in_encoder) - 1, 0)
+        return cls(memory, pointer)
+
+    @property
+    def reach(self) -> int:
+        """The farthest distance at which anything of a tracked frame is read."""
+        return max(self.memory_reach, self.pointer_reach)
+
+    def hides(self, frame_idx: int, reverse: bool, stored_idx: int) -> bool:
+        """Whether a stored output without memory features must look absent to the model
+        when it tracks ``frame_idx``: it lies where memory features would be read."""
+        behind = (stored_idx - frame_idx) if reverse else (frame_idx - stored_idx)
+        return 0 < behind <= self.memory_reach
+
+    def prune(self, outputs: dict[int, FrameOutput], frame_idx: int, reverse: bool) -> None:
+        """After tracking ``frame_idx``: keep of ``outputs`` (tracked frames by index) only
+        what the frames after it (in the direction of travel) or a correction on
+        ``frame_idx`` itself can read."""
+        for t in list(outputs):
+            behind = (t - frame_idx) if reverse else (frame_idx - t)
+            if behind < 0:
+                continue  # ahead: left by another pass, overwritten before it is read
+            # Measured from frame_idx, not from the next frame: a correction on frame_idx
+            # reads one frame farther back than tracking the next frame does.
+            if behind > self.reach:
+                del outputs[t]
+            elif behind > self.memory_reach:
+                out = outputs[t]
+                if out.memory_features is not None or out.mask_logits is not None:
+                    outputs[t] = replace(out, memory_features=None, mask_logits=None)
+
+
+def stored_counts(outputs: dict[int, FrameOutput]) -> tuple[int, int, int]:
+    """(memory feature tensors, object pointers, bytes of all stored tensors) of outputs."""
+    features = pointers = nbytes = 0
+    for out in outputs.values():
+        pointers += 1
+        for tensor in (out.mask_logits, out.obj_ptr, out.object_score_logits):
+            if tensor is not None:
+                nbytes += tensor.numel() * tensor.element_size()
+        if out.memory_features is not None:
+            features += 1
+            nbytes += out.memory_features.numel() * out.memory_features.element_size()
+    return features, pointers, nbytes
+
+
+@dataclass(frozen=True)
+class PackedMask:
+    """A boolean (H, W) mask, 8 pixels a byte (``np.packbits`` of the flattened mask)."""
+
+    bits: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def pack(cls, mask: np.ndarray | torch.Tensor) -> PackedMask:
+        """Pack a boolean (H, W) mask (logits are taken as ``> 0``)."""
+        if isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        arr = np.asarray(mask)
+        if arr.ndim != 2:
+            raise ValueError(f"a mask to pack must be 2-D, got shape {arr.shape}")
+        if arr.dtype != np.bool_:
+            arr = arr > 0
+        return cls(np.packbits(arr.ravel()), (int(arr.shape[0]), int(arr.shape[1])))
+
+    def unpack(self) -> np.ndarray:
+        """The (H, W) boolean mask."""
+        count = self.shape[0] * self.shape[1]
+        return np.unpackbits(self.bits, count=count).astype(bool).reshape(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bits.nbytes)
+
+
+class ResultStore:
+    """The last masks handed out for each frame, per object, bit-packed at video resolution."""
+
+    def __init__(self) -> None:
+        self._frames: dict[int, dict[Hashable, PackedMask]] = {}
+
+    def put(self, frame_idx: int, obj_ids: Sequence[Hashable], masks: torch.Tensor) -> None:
+        """Record (N, 1, H, W) mask logits of ``obj_ids`` on a frame (as ``logits > 0``)."""
+        binary = (masks[:, 0] > 0).cpu().numpy()
+        frame = self._frames.setdefault(frame_idx, {})
+        for obj_id, mask in zip(obj_ids, binary):
+            frame[obj_id] = PackedMask.pack(mask)
+
+    def get(self, frame_idx: int, obj_id: Hashable) -> np.ndarray | None:
+        """The (H, W) boolean mask of an object on a frame, or None when there is none."""
+        packed = self._frames.get(frame_idx, {}).get(obj_id)
+        return None if packed is None else packed.unpack()
+
+    def frame(self, frame_idx: int) -> dict[Hashable, np.ndarray]:
+        """Every recorded object's (H, W) boolean mask on a frame, by object id."""
+        return {k: v.unpack() for k, v in self._frames.get(frame_idx, {}).items()}
+
+    @property
+    def frame_indices(self) -> list[int]:
+        return sorted(self._frames)
+
+    def drop_object(self, obj_id: Hashable) -> None:
+        for frame in self._frames.values():
+            frame.pop(obj_id, None)
+
+    def drop_frame(self, frame_idx: int) -> None:
+        self._frames.pop(frame_idx, None)
+
+    def discard(self, frame_idx: int, obj_id: Hashable) -> None:
+        """Forget one object's mask on one frame (nothing happens when there is none)."""
+        self._frames.get(frame_idx, {}).pop(obj_id, None)
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of packed mask data held."""
+        return sum(p.nbytes for frame in self._frames.values() for p in frame.values())
+
+    def __len__(self) -> int:
+        return len(self._frames)

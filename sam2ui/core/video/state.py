@@ -1,0 +1,318 @@
+"""Typed state of a video tracking session: prompts, per-object outputs and cached features.
+
+The video predictor (:mod:`sam2ui.core.video.predictor`) owns the logic; this module only
+holds data. Every object is tracked on its own (batch 1), so each :class:`ObjectState` keeps
+its own prompts and its own conditioning / non-conditioning frame outputs. S is the model's
+input size, h = w = S / 16 the embedding grid.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam2ui.core.modeling.config import SAM2Config
+from sam2ui.core.modeling.tracking import FrameMemory
+from sam2ui.core.video.sources.base import FrameSource
+
+from .memory import FrameOutput, MemoryWindow, ResultStore
+
+ObjectId = Hashable  # the caller's name for an object (usually an int)
+
+# dtype the memory features are stored in (as the reference does), upcast when read.
+MEMORY_STORAGE_DTYPE = torch.bfloat16
+
+
+def _as_tensor(value: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
+    try:
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
+    return tensor.detach().to(device="cpu", dtype=dtype)
+
+
+def mask_prompt(mask: Any, image_size: int) -> torch.Tensor:
+    """A user mask (H, W), bool or 0/1 of any size -> (1, 1, S, S) float 0/1 on the CPU,
+    resized (antialiased bilinear, then >= 0.5) when it is not already S x S."""
+    m = _as_tensor(mask, torch.bool, "mask") if not isinstance(mask, torch.Tensor) else mask
+    if m.ndim != 2 or m.numel() == 0:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {tuple(m.shape)}")
+    m = m.detach().cpu()[None, None].float()
+    size = (image_size, image_size)
+    if tuple(m.shape[-2:]) != size:
+        m = F.interpolate(m, size, mode="bilinear", align_corners=False, antialias=True)
+        m = (m >= 0.5).float()
+    return m
+
+
+@dataclass(frozen=True)
+class PointInputs:
+    """Clicks of one object on one frame: ``coords`` (1, N, 2) in the model's S x S input
+    frame, ``labels`` (1, N) int32 (1 positive, 0 negative, 2/3 box corners)."""
+
+    coords: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_prompt(
+        cls,
+        points: Any,
+        labels: Any,
+        box: Any,
+        clear_old_points: bool,
+        image_size: int,
+        video_hw: tuple[int, int] | None,
+    ) -> PointInputs:
+        """Clicks ``points`` (N, 2) x, y with ``labels`` (N,) and/or a ``box`` (x0, y0, x1, y1)
+        -> model-frame inputs; the box comes first as two corner points (labels 2 and 3).
+        Coordinates are pixels of a video of size ``video_hw`` (H, W), or [0, 1] fractions
+        when it is None."""
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be given together")
+        if points is None and box is None:
+            raise ValueError("give points (with labels), a box, or both")
+        coords = torch.zeros(1, 0, 2)
+        labs = torch.zeros(1, 0, dtype=torch.int32)
+        if points is not None:
+            coords = _as_tensor(points, torch.float32, "points")
+            labs = _as_tensor(labels, torch.int32, "labels")
+            coords = coords[None] if coords.ndim == 2 else coords
+            labs = labs[None] if labs.ndim == 1 else labs
+            if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2:
+                raise ValueError(f"points must have shape (N, 2), got {tuple(coords.shape)}")
+            if labs.shape != coords.shape[:2]:
+                raise ValueError(
+                    f"{coords.shape[1]} points but labels of shape {tuple(labs.shape)}"
+                )
+        if box is not None:
+            if not clear_old_points:
+                raise ValueError("a box must come before any click: use clear_old_points=True")
+            box_t = _as_tensor(box, torch.float32, "box")
+            if box_t.numel() != 4:
+                raise ValueError(f"box must have 4 values (x0, y0, x1, y1), got {box_t.numel()}")
+            coords = torch.cat([box_t.reshape(1, 2, 2), coords], dim=1)
+            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
+        if not torch.isfinite(coords).all():
+            raise ValueError("point or box coordinates contain NaN or infinite values")
+        if video_hw is not None:
+            # Divide by the size, then scale, so rounding matches the reference exactly.
+            coords = coords / torch.tensor([video_hw[1], video_hw[0]])
+        return cls(coords * image_size, labs)
+
+    def to(self, device: torch.device) -> PointInputs:
+        return PointInputs(self.coords.to(device), self.labels.to(device))
+
+    def extended(self, more: PointInputs) -> PointInputs:
+        """These clicks followed by ``more``."""
+        return PointInputs(
+            torch.cat([self.coords, more.coords], dim=1),
+            torch.cat([self.labels, more.labels], dim=1),
+        )
+
+
+class MemoryView(Mapping[int, FrameMemory]):
+    """Read-only view of frame outputs as the model's :class:`FrameMemory`, upcasting the
+    stored bfloat16 features to float32 (and moving them to ``device``) only when read.
+
+    With ``reader`` = (frame index, reverse, window), outputs whose memory features were
+    pruned look absent where the model would read features when tracking that frame, and
+    elsewhere (where only their pointer is read) carry an empty placeholder as features.
+    """
+
+    def __init__(
+        self,
+        outputs: Mapping[int, FrameOutput],
+        pos_enc: torch.Tensor | None,
+        device: torch.device,
+        reader: tuple[int, bool, MemoryWindow] | None = None,
+    ) -> None:
+        self._outputs = outputs
+        self._pos_enc = pos_enc
+        self._device = device
+        self._reader = reader
+
+    def __getitem__(self, frame_idx: int) -> FrameMemory:
+        out = self._outputs[frame_idx]
+        if out.memory_features is None and self._reader is not None:
+            current, reverse, window = self._reader
+            if window.hides(current, reverse, frame_idx):
+                raise KeyError(frame_idx)
+            return FrameMemory(torch.empty(0), torch.empty(0), out.obj_ptr)
+        if out.memory_features is None or self._pos_enc is None:
+            raise RuntimeError(f"frame {frame_idx} has no encoded memory")
+        feats = out.memory_features.to(self._device, non_blocking=True).float()
+        return FrameMemory(feats, self._pos_enc, out.obj_ptr)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+
+@dataclass
+class OutputStore:
+    """Frame outputs of one object, split like the model reads them: ``cond`` (frames with
+    prompts) and ``non_cond`` (frames reached by tracking), each by frame index."""
+
+    cond: dict[int, FrameOutput] = field(default_factory=dict)
+    non_cond: dict[int, FrameOutput] = field(default_factory=dict)
+
+    def side(self, is_cond: bool) -> dict[int, FrameOutput]:
+        return self.cond if is_cond else self.non_cond
+
+    def clear(self) -> None:
+        self.cond.clear()
+        self.non_cond.clear()
+
+
+@dataclass
+class ObjectState:
+    """Everything the session knows about one object.
+
+    ``points`` / ``masks``: prompts by frame (masks (1, 1, S, S) of 0/1); ``outputs``: the
+    consolidated outputs tracking reads; ``temp``: outputs of frames just prompted, moved into
+    ``outputs`` (with their memory encoded) when propagation starts; ``tracked``: frames this
+    object has been tracked on, with whether that was in reverse.
+    """
+
+    obj_id: ObjectId
+    points: dict[int, PointInputs] = field(default_factory=dict)
+    masks: dict[int, torch.Tensor] = field(default_factory=dict)
+    outputs: OutputStore = field(default_factory=OutputStore)
+    temp: OutputStore = field(default_factory=OutputStore)
+    tracked: dict[int, bool] = field(default_factory=dict)
+
+    def latest_output(self, frame_idx: int, is_cond: bool) -> FrameOutput | None:
+        """The most recent output on ``frame_idx``: a temporary one of the given kind first,
+        then a consolidated conditioning one, then a non-conditioning one."""
+        for store in (self.temp.side(is_cond), self.outputs.cond, self.outputs.non_cond):
+            out = store.get(frame_idx)
+            if out is not None:
+                return out
+        return None
+
+    def clear(self) -> None:
+        """Forget all prompts and results (the object itself stays)."""
+        self.points.clear()
+        self.masks.clear()
+        self.outputs.clear()
+        self.temp.clear()
+        self.tracked.clear()
+
+
+@dataclass(frozen=True)
+class FrameFeatures:
+    """Backbone output of one frame, batch 1: ``levels`` the decoder-ready feature maps,
+    finest first (the last is the (1, C, h, w) embedding); ``pos_enc`` its (1, C, h, w)
+    position encoding."""
+
+    levels: list[torch.Tensor]
+    pos_enc: torch.Tensor
+
+
+class FeatureCache:
+    """Least-recently-used cache of :class:`FrameFeatures` for a few frames."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"feature cache capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._items: OrderedDict[int, FrameFeatures] = OrderedDict()
+
+    def get(self, frame_idx: int) -> FrameFeatures | None:
+        item = self._items.get(frame_idx)
+        if item is not None:
+            self._items.move_to_end(frame_idx)
+        return item
+
+    def put(self, frame_idx: int, item: FrameFeatures) -> None:
+        self._items[frame_idx] = item
+        self._items.move_to_end(frame_idx)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def __contains__(self, frame_idx: int) -> bool:
+        return frame_idx in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class VideoSession:
+    """One video being segmented: its frames (read lazily), its objects and their results.
+
+    Created by :meth:`SAM2VideoPredictor.init_state`; pass it to every predictor call.
+    Objects keep the order in which they were first prompted; that order is the row order of
+    every returned mask batch.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        device: torch.device,
+        storage_device: torch.device,
+        model_config: SAM2Config,
+        feature_cache_size: int = 4,
+    ) -> None:
+        self.source = source
+        self.num_frames = len(source)
+        self.video_height = int(source.height)
+        self.video_width = int(source.width)
+        self.device = device
+        self.storage_device = storage_device
+        self.features = FeatureCache(feature_cache_size)
+        self.window = MemoryWindow.for_model(model_config, self.num_frames)
+        # The masks handed out, bit-packed at video resolution, by frame and object.
+        self.results = ResultStore()
+        self.objects: dict[ObjectId, ObjectState] = {}
+        # Position encoding of memory features: the same for every frame and object.
+        self.memory_pos_enc: torch.Tensor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (sam2ui.core.serving.handoff) without the cached frame features: on the device and
+        # large (about 16 MB a frame), and recomputed when needed.
+        state = dict(self.__dict__)
+        state["features"] = FeatureCache(self.features.capacity)
+        return state
+
+    @property
+    def obj_ids(self) -> list[ObjectId]:
+        """Object ids in row order of the returned masks."""
+        return list(self.objects)
+
+    def object(self, obj_id: ObjectId, create: bool = False) -> ObjectState:
+        """The state of ``obj_id``; a new object is added when ``create`` is set."""
+        state = self.objects.get(obj_id)
+        if state is None:
+            if not create:
+                raise ValueError(f"unknown object id {obj_id!r}; known ids: {self.obj_ids}")
+            state = self.objects[obj_id] = ObjectState(obj_id)
+        return state
+
+    def check_frame(self, frame_idx: int) -> int:
+        """``frame_idx`` as an int, or an IndexError when it is not a frame of the video."""
+        idx = int(frame_idx)
+        if idx != frame_idx or not 0 <= idx < self.num_frames:
+            raise IndexError(
+                f"frame index {frame_idx} out of range [0, {self.num_frames - 1}] "
+                f"for a video of {self.num_frames} frames"
+            )
+        return idx
+
+    def memory(
+        self, outputs: Mapping[int, FrameOutput], reader: tuple[int, bool] | None = None
+    ) -> MemoryView:
+        """``outputs`` as the model reads them when tracking frame ``reader`` = (frame
+        index, reverse) (see :class:`MemoryView`)."""
+        at = None if reader is None else (reader[0], reader[1], self.window)
+        return MemoryView(outputs, self.memory_pos_enc, self.device, at)

@@ -1,0 +1,287 @@
+"""The session manager: ids, locking, memory estimates, eviction and cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from sam2ui.core.image.predictor import SAM2ImagePredictor
+from sam2ui.core.loading.build import build_sam2
+from sam2ui.core.modeling.config import get_config
+from sam2ui.core.serving.sessions import (
+    CancellableIterator,
+    SessionManager,
+    SessionNotFound,
+    estimate_nbytes,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Closable:
+    def __init__(self, nbytes: int = 0) -> None:
+        self.data = np.zeros(nbytes, np.uint8)
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def frames(n: int, log: list[str]) -> Iterator[int]:
+    """A stand-in propagation: yields frame indices, logging how it ended."""
+    try:
+        yield from range(n)
+        log.append("finished")
+    finally:
+        log.append("closed")
+
+
+def test_ids_are_unguessable_and_errors_name_only_a_prefix() -> None:
+    manager = SessionManager()
+    ids = {manager.create({"n": i}) for i in range(20)}
+    assert len(ids) == 20 and all(len(i) >= 21 for i in ids)
+    some = next(iter(ids))
+    with manager.use(some) as session:
+        assert session.state["n"] in range(20) and session.kind == "dict"
+    manager.close(some)
+    with pytest.raises(SessionNotFound) as info, manager.use(some):
+        pass
+    assert isinstance(info.value, KeyError)
+    assert str(info.value) == f"no session {some[:8]}… (closed)"
+    assert some not in str(info.value)
+    with pytest.raises(KeyError, match="unknown id"):
+        manager.cancel("nonexistent-id")
+    listing = manager.list_sessions()
+    assert len(listing) == 19 and all(len(s.id_prefix) == 8 for s in listing)
+
+
+def test_estimate_counts_each_storage_once_and_skips_models() -> None:
+    t = torch.zeros(100, dtype=torch.float32)  # 400 bytes
+    a = np.zeros(50, np.float64)  # 400 bytes
+    state = {"t": t, "view": t[10:20], "again": [t, (t.view(10, 10),)], "a": a, "av": a[::2]}
+    assert estimate_nbytes(state) == 800
+
+    class Holder:
+        __slots__ = ("x",)
+
+        def __init__(self) -> None:
+            self.x = torch.ones(3, dtype=torch.int64)
+
+    assert estimate_nbytes({"h": Holder(), "m": torch.nn.Linear(100, 100), "s": "text"}) == 24
+    with torch.inference_mode():
+        assert estimate_nbytes([torch.ones(4)]) == 16
+
+
+def test_image_predictor_session_counts_its_embedding_not_the_model() -> None:
+    torch.manual_seed(0)
+    model = build_sam2(replace(get_config("sam2.1-hiera-tiny"), image_size=256))
+    manager = SessionManager()
+    sid = manager.create(SAM2ImagePredictor(model), kind="image")
+    assert manager.list_sessions()[0].memory_bytes == 0
+    with manager.use(sid) as session:
+        session.state.set_image(np.zeros((40, 60, 3), np.uint8))
+    info = manager.list_sessions()[0]
+    assert info.kind == "image" and not info.busy
+    # The 256-channel 16x16 embedding alone is 256 KiB; the model (~150 MB) is not counted.
+    assert 256 * 16 * 16 * 4 <= info.memory_bytes < 10_000_000
+
+
+def test_different_sessions_run_concurrently() -> None:
+    manager = SessionManager()
+    a, b = manager.create(1), manager.create(2)
+    barrier = threading.Barrier(2, timeout=5)
+    errors: list[BaseException] = []
+
+    def work(sid: str) -> None:
+        try:
+            with manager.use(sid):
+                barrier.wait()  # both must be inside their use blocks at once
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_one_session_is_serialised() -> None:
+    manager = SessionManager()
+    sid = manager.create([])
+    events: list[str] = []
+
+    def work(name: str) -> None:
+        with manager.use(sid) as session:
+            events.append(f"{name}+")
+            session.state.append(name)
+            time.sleep(0.02)
+            events.append(f"{name}-")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(events) == 8
+    assert all(events[i][0] == events[i + 1][0] for i in range(0, 8, 2))
+    assert [e[1] for e in events] == ["+", "-"] * 4
+    with manager.use(sid) as session:
+        assert sorted(session.state) == list("abcd")
+
+
+def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
+    clock = FakeClock()
+    manager = SessionManager(memory_budget=300, clock=clock)
+    states = [Closable(100) for _ in range(5)]
+    ids = []
+    for state in states[:3]:
+        ids.append(manager.create(state))
+        clock.now += 1
+    assert manager.total_memory() == 300
+    with manager.use(ids[0]):  # 0 is now the most recently used; 1 is the LRU
+        clock.now += 1
+    clock.now += 1
+    ids.append(manager.create(states[3]))
+    assert ids[1] not in manager and states[1].closed and states[1].data is not None
+    assert [ids[0] in manager, ids[2] in manager, ids[3] in manager] == [True] * 3
+    with pytest.raises(SessionNotFound, match="evicted to free memory"), manager.use(ids[1]):
+        pass
+    # Session 2 is now the LRU, but it is busy: session 0 goes instead.
+    with manager.use(ids[2]):
+        clock.now += 1
+        ids.append(manager.create(states[4]))
+        assert ids[2] in manager and ids[0] not in manager and states[0].closed
+        assert manager.list_sessions()[0].busy is True
+    assert manager.total_memory() == 300 and len(manager) == 3
+
+
+def test_growth_inside_use_triggers_eviction_and_oversized_session_is_kept() -> None:
+    clock = FakeClock()
+    manager = SessionManager(memory_budget=1000, clock=clock)
+    small = manager.create(Closable(100))
+    clock.now += 1
+    big = manager.create(Closable(0))
+    with manager.use(big) as session:
+        session.state.data = np.zeros(2000, np.uint8)
+    assert small not in manager and big in manager
+    assert manager.list_sessions()[0].memory_bytes == 2000
+
+
+def test_max_sessions() -> None:
+    clock = FakeClock()
+    manager = SessionManager(max_sessions=2, clock=clock)
+    first = manager.create("a")
+    clock.now += 1
+    manager.create("b")
+    clock.now += 1
+    manager.create("c")
+    assert len(manager) == 2 and first not in manager
+
+
+def test_cancel_mid_iteration_keeps_results_and_session_works() -> None:
+    manager = SessionManager()
+    sid = manager.create({"runs": 0})
+    log: list[str] = []
+    results = []
+    for frame in manager.run_cancellable(sid, frames(10, log)):
+        results.append(frame)
+        if len(results) == 3:
+            manager.cancel(sid)
+    assert results == [0, 1, 2] and log == ["closed"]
+    assert manager.list_sessions()[0].busy is False
+    with manager.use(sid) as session:
+        session.state["runs"] += 1
+    # A fresh run is not affected by the earlier cancel; work may be a function of the state.
+    log2: list[str] = []
+    again = list(manager.run_cancellable(sid, lambda state: frames(state["runs"] + 9, log2)))
+    assert again == list(range(10)) and log2 == ["finished", "closed"]
+
+
+def test_cancel_from_another_thread() -> None:
+    manager = SessionManager()
+    sid = manager.create(None)
+    got_three, cancelled = threading.Event(), threading.Event()
+    results: list[int] = []
+
+    def consume() -> None:
+        for frame in manager.run_cancellable(sid, frames(10, [])):
+            results.append(frame)
+            if len(results) == 3:
+                got_three.set()
+                cancelled.wait(5)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert got_three.wait(5)
+    assert manager.list_sessions()[0].busy is True
+    manager.cancel(sid)
+    cancelled.set()
+    thread.join(5)
+    assert results == [0, 1, 2]
+
+
+def test_cancellable_iterator_on_plain_iterable() -> None:
+    event = threading.Event()
+    it = CancellableIterator([1, 2, 3], event)
+    assert next(it) == 1
+    event.set()
+    assert list(it) == [] and it.cancelled
+
+
+def test_idle_eviction_with_fake_clock() -> None:
+    clock = FakeClock()
+    manager = SessionManager(clock=clock)
+    old, busy, fresh = Closable(), Closable(), Closable()
+    old_id, busy_id = manager.create(old), manager.create(busy)
+    clock.now += 50
+    fresh_id = manager.create(fresh)
+    clock.now += 20
+    with manager.use(busy_id):
+        clock.now += 20  # old: idle 90 s; fresh: 40 s; busy: in use
+        assert manager.evict_idle(60) == 1
+    assert old.closed and not busy.closed and not fresh.closed
+    assert old_id not in manager and busy_id in manager and fresh_id in manager
+    with pytest.raises(SessionNotFound, match="idling"), manager.use(old_id):
+        pass
+    clock.now += 61
+    assert manager.evict_idle(60) == 2 and len(manager) == 0 and busy.closed
+
+
+def test_close_waits_for_user_and_clear() -> None:
+    manager = SessionManager()
+    state = Closable(10)
+    sid = manager.create(state)
+    inside, closed = threading.Event(), threading.Event()
+
+    def closer() -> None:
+        inside.wait(5)
+        manager.close(sid)
+        closed.set()
+
+    thread = threading.Thread(target=closer)
+    thread.start()
+    with manager.use(sid):
+        inside.set()
+        assert not closed.wait(0.05)  # close waits for this block
+        assert not state.closed
+    thread.join(5)
+    assert closed.is_set() and state.closed and sid not in manager
+    others = [Closable() for _ in range(3)]
+    for other in others:
+        manager.create(other)
+    manager.clear()
+    assert len(manager) == 0 and all(o.closed for o in others)

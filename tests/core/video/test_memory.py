@@ -1,0 +1,162 @@
+"""Bounded tracking memory and streaming: same masks as the unpruned / offline tracker.
+
+A 256-pixel tiny model with random weights (Meta layout), fill_hole_area 0, and a 22-frame
+synthetic video (a disc moving right, a box moving down, over a gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from sam2ui.core.loading.build import build_sam2
+from sam2ui.core.modeling.config import get_config
+from sam2ui.core.video.memory import MemoryWindow, PackedMask, ResultStore, stored_counts
+from sam2ui.core.video.predictor import SAM2VideoPredictor
+
+VARIANT = "sam2.1-hiera-tiny"
+NUM_FRAMES = 21
+HEIGHT, WIDTH = 48, 64
+CLICK = dict(points=[[16.0, 24.0]], labels=[1])
+
+
+def _frames(n: int = NUM_FRAMES) -> np.ndarray:
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    base = np.stack([xx * 3, yy * 4, xx + yy], axis=-1).clip(0, 255).astype(np.uint8)
+    frames = np.repeat(base[None], n, axis=0)
+    for t in range(n):
+        cx, cy = 16 + t, 24
+        disc = (xx - cx) ** 2 / 100 + (yy - cy) ** 2 / 64 <= 1
+        frames[t][disc] = (230, 40, 40)
+        top = 6 + t // 2
+        frames[t, top : top + 14, 40:54] = (30, 200, 60)
+    return frames
+
+
+@pytest.fixture(scope="module")
+def video() -> np.ndarray:
+    return _frames()
+
+
+@pytest.fixture(scope="module")
+def model(meta_checkpoint):
+    config = replace(get_config(VARIANT), image_size=256, binarize_mask_from_pts_for_mem_enc=True)
+    net = build_sam2(config)
+    net.load_state_dict(torch.load(meta_checkpoint(VARIANT), weights_only=True)["model"])
+    return net.eval()
+
+
+def _prompt(predictor, session) -> None:
+    predictor.add_new_points_or_box(session, 0, 1, **CLICK)
+
+
+@pytest.fixture(scope="module")
+def offline(model, video):
+    """A pruned offline run: (predictor, session, masks by frame, stored counts by frame)."""
+    predictor = SAM2VideoPredictor(model, fill_hole_area=0)
+    session = predictor.init_state(video)
+    _prompt(predictor, session)
+    masks, counts = {}, {}
+    for t, ids, m in predictor.propagate_in_video(session):
+        assert ids == [1]
+        masks[t] = m
+        counts[t] = stored_counts(session.objects[1].outputs.non_cond)
+        # The kept (packed) result is the yielded mask.
+        assert np.array_equal(session.results.get(t, 1), (m[0, 0] > 0).numpy())
+    return predictor, session, masks, counts
+
+
+def test_memory_window_and_packed_masks(model):
+    cfg = model.config
+    assert MemoryWindow.for_model(cfg, 100) == MemoryWindow(6, 15)
+    assert MemoryWindow.for_model(cfg, 8) == MemoryWindow(6, 7)
+    strided = replace(cfg, memory_temporal_stride_for_eval=3)
+    assert MemoryWindow.for_model(strided, 100).memory_reach == 16
+    mask = np.random.default_rng(0).random((5, 11)) > 0.5
+    packed = PackedMask.pack(mask)
+    assert packed.nbytes == 7 and np.array_equal(packed.unpack(), mask)
+    store = ResultStore()
+    store.put(3, ["a", "b"], torch.tensor([[[[1.0, -1.0]]], [[[-2.0, 0.5]]]]))
+    assert store.get(3, "b").tolist() == [[False, True]] and store.get(4, "a") is None
+
+
+def test_pruned_tracking_is_identical_and_bounded(model, video, offline):
+    _, session, pruned, counts = offline
+    full = SAM2VideoPredictor(model, fill_hole_area=0, keep_all_memories=True)
+    state = full.init_state(video)
+    _prompt(full, state)
+    frames = list(full.propagate_in_video(state))
+    assert [t for t, _, _ in frames] == list(range(NUM_FRAMES))
+    for t, _, ref in frames:
+        assert torch.equal(ref, pruned[t]), f"frame {t} differs"
+        frac = (ref > 0).float().mean().item()
+        assert 0.005 < frac < 0.9, (t, frac)  # a real mask
+    # Frame t has t tracked outputs until the windows are full: 7 features, 16 pointers (what
+    # the next frame reads, and one more of each for a correction on frame t).
+    for t, (features, pointers, _) in counts.items():
+        assert (features, pointers) == (min(t, 7), min(t, 16)), t
+    assert len({counts[t][2] for t in range(16, NUM_FRAMES)}) == 1  # constant bytes
+    features, pointers, _ = stored_counts(state.objects[1].outputs.non_cond)
+    assert (features, pointers) == (NUM_FRAMES - 1, NUM_FRAMES - 1)
+    assert session.results.nbytes == NUM_FRAMES * (HEIGHT * WIDTH // 8)
+
+
+def test_stream_matches_offline(offline, video):
+    predictor, _, expected, _ = offline
+    stream = predictor.init_stream(video[0])
+    assert stream.frame_idx == 0
+    _, ids, masks = stream.add_new_points_or_box(1, **CLICK)
+    assert ids == [1] and torch.equal(masks, expected[0])
+    for t in range(1, NUM_FRAMES):
+        idx, ids, masks = stream.push(video[t])
+        assert idx == t and ids == [1]
+        diff = (masks - expected[t]).abs().max().item()
+        assert diff <= 1e-6, f"frame {t}: stream differs from offline by {diff}"
+    s = stream.session
+    # Bounded: a few frames and features, pruned outputs, no old bookkeeping.
+    assert len(s.features) <= 4 and len(s.source._frames) == 4
+    assert all(len(obj.tracked) <= 4 for obj in s.objects.values())
+    assert s.results.frame_indices == list(range(NUM_FRAMES - 4, NUM_FRAMES))
+    assert stored_counts(s.objects[1].outputs.non_cond)[:2] == (7, 16)
+    with pytest.raises(IndexError, match="not held"):
+        stream.add_new_points_or_box(1, frame_idx=NUM_FRAMES - 5, **CLICK)
+    # A correction on the newest frame becomes a conditioning frame for the next ones.
+    stream.add_new_points_or_box(1, points=[[5.0, 5.0]], labels=[0], clear_old_points=False)
+    assert NUM_FRAMES - 1 in s.objects[1].temp.cond
+    idx, _, after = stream.push(video[-1])
+    assert idx == NUM_FRAMES and after.shape == (1, 1, HEIGHT, WIDTH)
+    assert NUM_FRAMES - 1 in s.objects[1].outputs.cond
+
+
+def test_correction_after_pruning(offline):
+    """Runs last: it changes the shared offline session."""
+    predictor, session, first, _ = offline
+    disc = session.objects[1]
+    assert 3 not in disc.outputs.non_cond  # fully pruned (beyond both windows)
+    # A correction click on frame 3: recomputed from what is held, as a conditioning frame.
+    _, _, fixed = predictor.add_new_points_or_box(
+        session, 3, 1, points=[[40.0, 24.0]], labels=[1], clear_old_points=False
+    )
+    assert 3 in disc.temp.cond
+    assert ((fixed[0] > 0) != (first[3][0] > 0)).sum() > 0
+    second = {t: m for t, _, m in predictor.propagate_in_video(session)}
+    assert sorted(second) == list(range(NUM_FRAMES))
+    assert 3 in disc.outputs.cond and disc.outputs.cond[3].memory_features is not None
+    assert torch.equal(second[3], fixed) and torch.equal(second[0], first[0])
+    assert any(not torch.equal(second[t][0], first[t][0]) for t in range(4, NUM_FRAMES))
+    assert stored_counts(disc.outputs.non_cond)[:2] == (7, 16)
+
+
+def test_stream_before_any_prompt(model, video):
+    stream = SAM2VideoPredictor(model, fill_hole_area=0).init_stream(video[0])
+    idx, ids, masks = stream.push(video[1])
+    assert (idx, ids, masks.shape) == (1, [], (0, 1, HEIGHT, WIDTH))
+    with pytest.raises(ValueError, match="same size"):
+        stream.push(video[0][:10])
+    _, ids, masks = stream.add_new_mask(7, np.ones((HEIGHT, WIDTH), dtype=bool))
+    assert ids == [7] and (masks > 0).all()
+    idx, _, tracked = stream.push(video[2])
+    assert idx == 2 and tracked.shape == (1, 1, HEIGHT, WIDTH)
