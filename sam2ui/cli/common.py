@@ -2,7 +2,8 @@
 device options, and turning those options into a model source and a device name.
 
 Only the standard library and the light prompt types of :mod:`sam2ui.core` are imported at
-module level; torch loads inside :func:`resolve_device` and :func:`device_available`.
+module level; torch loads (through the engine's device check) inside :func:`resolve_device`
+and :func:`device_available`.
 """
 
 from __future__ import annotations
@@ -140,28 +141,23 @@ def model_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> s
 
 
 def resolve_device(name: str) -> str:
-    """Map ``auto`` to the best available device (cuda, then mps, then cpu); keep others."""
-    import torch
-
+    """Map ``auto`` to the best available device, as the engine picks it (cuda, then mps, then
+    cpu); keep other names as given (:func:`pick_device` checks them)."""
     if name != "auto":
         return name
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    from sam2ui.core import resolve_device as engine_device
+
+    return engine_device(None).type
 
 
 def device_available(name: str) -> bool:
-    """Whether the device ``name`` (cpu, cuda or mps) can be used on this machine."""
-    import torch
+    """Whether the device ``name`` (cpu, cuda or mps) can be used here, as the engine decides."""
+    from sam2ui.core import resolve_device as engine_device
 
-    if name == "cuda":
-        return bool(torch.cuda.is_available())
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        return bool(mps is not None and mps.is_available())
+    try:
+        engine_device(name)
+    except RuntimeError:  # the engine's "was requested but ... is not available"
+        return False
     return True
 
 
