@@ -6,9 +6,7 @@
 #      wheels. Any build of 2.13.0 already present (+cpu, +cu...) is kept.
 #   2. sam2ui itself, editable, with the `dev` extra (pytest, linters, reference packages).
 #      Always re-run, so the editable install points at this checkout even after a fresh clone.
-#   3. Meta's reference `sam2` 1.1.0 for the parity tests, from its sdist without the CUDA
-#      extension and without its dependencies (it asks for torchvision, which has no build for
-#      this torch; tests/_stubs stands in for the few pieces it imports).
+#   3. Meta's reference `sam2` 1.1.0 for the parity tests (scripts/install-reference.sh).
 #   4. Debian's chromium for the browser tests (Playwright drives it; it cannot download a
 #      browser of its own here). Needs root or sudo; skipped when chromium is already there.
 set -euo pipefail
@@ -16,7 +14,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 TORCH_VERSION="2.13.0"
-SAM2_VERSION="1.1.0"
 
 # Version of an installed distribution without its local label ("2.13.0+cpu" -> "2.13.0"),
 # or nothing when it is not installed.
@@ -44,15 +41,7 @@ fi
 
 pip_install --quiet -e ".[dev]"
 
-if [[ "$(installed_version sam2)" == "$SAM2_VERSION" ]]; then
-    echo "reference sam2 $SAM2_VERSION already installed"
-else
-    # The sdist's setup.py imports torch, so it builds in this environment rather than an
-    # isolated one, which needs setuptools here (with bdist_wheel: 70.1 or newer). Its runtime
-    # dependencies hydra-core, iopath and tqdm come with the dev extra above.
-    pip_install "setuptools>=70.1"
-    SAM2_BUILD_CUDA=0 pip_install --no-build-isolation --no-deps "sam2==$SAM2_VERSION"
-fi
+bash scripts/install-reference.sh
 
 if command -v chromium >/dev/null 2>&1; then
     echo "chromium already installed"

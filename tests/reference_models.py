@@ -9,8 +9,10 @@ sam2ui then loads that file through its real loading code, and both sides run th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -50,6 +52,19 @@ def perturbed_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, tor
     return out
 
 
+@contextlib.contextmanager
+def built_as_on_a_cpu_machine() -> Iterator[None]:
+    """Build the reference as on a machine without CUDA, for models that run on the CPU.
+
+    Where CUDA is available, the reference's sine position encodings fill their cache with
+    CUDA tensors when they are constructed (a warm-up for its compiled path); a model used on
+    the CPU, or built on the ``meta`` device, then fails on those tensors. Nothing else of its
+    construction depends on CUDA.
+    """
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        yield
+
+
 def build_reference_model(
     variant: str,
     *,
@@ -67,13 +82,14 @@ def build_reference_model(
 
     builder = build_sam2_video_predictor if video else build_sam2
     torch.manual_seed(seed)
-    model = builder(
-        reference_config_file(variant),
-        None,
-        device="cpu",
-        apply_postprocessing=apply_postprocessing,
-        hydra_overrides_extra=list(overrides),
-    )
+    with built_as_on_a_cpu_machine():
+        model = builder(
+            reference_config_file(variant),
+            None,
+            device="cpu",
+            apply_postprocessing=apply_postprocessing,
+            hydra_overrides_extra=list(overrides),
+        )
     weights = state_dict if state_dict is not None else perturbed_state_dict(model, seed)
     model.load_state_dict(weights, strict=True)
     return model.eval()

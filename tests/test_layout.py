@@ -16,6 +16,7 @@ FRONT_ENDS = ("sam2ui.app", "sam2ui.widgets", "sam2ui.cli")
 UI_LIBRARIES = ("gradio", "gradio_client", "ipywidgets", "anywidget", "spaces")
 # Engine layers, bottom first: a module may import its own layer or lower ones only.
 CORE_LAYERS = [
+    {"compat"},
     {"masks", "transforms", "modeling"},
     {"render", "loading"},
     {"exports", "image", "video"},

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sam2ui.core import ImageAnnotator
+from sam2ui.core import ImageAnnotator, image_from_array
 
 from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
@@ -296,11 +296,11 @@ class ImageHandlers:
             folder = work.folder
             paths = [Path(str(ann.write_masks_zip(folder / "masks.zip")))]
             coco = folder / "masks_coco.json"
-            coco.write_text(json.dumps(ann.coco_json()))
+            coco.write_text(json.dumps(ann.coco_json()), encoding="utf-8")
             paths.append(coco)
             obj_id = work.selected if work.selected in masks else next(iter(masks))
             cutout = folder / f"cutout_object_{obj_id}.png"
-            Image.fromarray(ann.cutout(obj_id), "RGBA").save(cutout)
+            image_from_array(ann.cutout(obj_id), "RGBA").save(cutout)
             paths.append(cutout)
             return paths
 

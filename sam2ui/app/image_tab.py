@@ -6,6 +6,7 @@ from typing import Any
 
 import gradio as gr
 
+from .compat import click_xy, picked_index, was_deselected
 from .context import AppContext
 from .image_handlers import ImageHandlers, ImageView
 from .parts import (
@@ -55,7 +56,11 @@ def image_tab(ctx: AppContext) -> None:
         with gr.Column(scale=2):
             p = object_panel("image")
             candidates = gr.Gallery(
-                label="Candidate masks: pick one", columns=3, height=180, allow_preview=False
+                label="Candidate masks: pick one",
+                columns=3,
+                height=180,
+                allow_preview=False,
+                elem_id="image-candidates",
             )
             with gr.Accordion("Segment everything", open=False):
                 pps = gr.Slider(4, 64, value=32, step=1, label="points per side")
@@ -75,8 +80,8 @@ def image_tab(ctx: AppContext) -> None:
 
     @guard
     def on_select(session: str | None, obj: Any, mode: str, evt: gr.SelectData) -> Any:
-        x, y = evt.index[:2]
-        return image_outputs(h.point(session, object_id(obj), float(x), float(y), mode))
+        x, y = click_xy(evt)
+        return image_outputs(h.point(session, object_id(obj), x, y, mode))
 
     canvas.select(on_select, [sid, p["objects"], p["mode"]], outs, api_visibility="private")
 
@@ -94,7 +99,9 @@ def image_tab(ctx: AppContext) -> None:
 
     @guard
     def on_gallery(session: str | None, obj: Any, evt: gr.SelectData) -> Any:
-        return image_outputs(h.choose_candidate(session, object_id(obj), int(evt.index)))
+        if was_deselected(evt):  # unpicking a thumbnail keeps the mask shown
+            return image_outputs(h.show(session))
+        return image_outputs(h.choose_candidate(session, object_id(obj), picked_index(evt)))
 
     a = api
     a["trigger"].click(

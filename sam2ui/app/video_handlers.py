@@ -436,7 +436,9 @@ class VideoHandlers:
         path = work.folder / f"overlay_v{work.version}.mp4"
         work.annotator.write_overlay_mp4(path)
         if work.mp4 is not None:
-            work.mp4[1].unlink(missing_ok=True)
+            # On Windows a file still open elsewhere cannot be removed; it goes with the folder.
+            with suppress(OSError):
+                work.mp4[1].unlink(missing_ok=True)
         work.mp4 = (work.version, path)
         return path
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from .compat import click_xy
 from .context import AppContext
 from .parts import (
     DISPLAY_FORMAT,
@@ -79,8 +80,8 @@ def video_tab(ctx: AppContext) -> None:
 
     @guard
     def on_select(session: str | None, idx: float, obj: Any, mode: str, evt: gr.SelectData) -> Any:
-        x, y = evt.index[:2]
-        return video_outputs(h.point(session, int(idx), object_id(obj), float(x), float(y), mode))
+        x, y = click_xy(evt)
+        return video_outputs(h.point(session, int(idx), object_id(obj), x, y, mode))
 
     frame.select(on_select, [sid, slider, p["objects"], p["mode"]], outs, api_visibility="private")
 

@@ -16,7 +16,9 @@ in a worker process forked from the app's, with its arguments and results pickle
   not ``spaces``' generic "ZeroGPU worker error".
 
 Without ``spaces``, or with it but not on ZeroGPU, :func:`run` and :func:`iterate` call the
-function directly.
+function directly. So do they where ZeroGPU cannot run (not Linux, or no ``fork``: macOS,
+Windows) even with ``SPACES_ZERO_GPU`` set; a warning says so once. Importing this module works
+everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import gc
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -32,11 +35,14 @@ import torch
 
 from sam2ui.core import handoff
 
+from . import compat
+
 __all__ = ["apply", "iterate", "offload_state", "on_zero_gpu", "prepare", "run"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
+log = logging.getLogger(__name__)
 # Seconds of GPU time asked for per call: a click is quick, a propagation is not.
 CLICK_SECONDS = 20
 PROPAGATION_SECONDS = 120
@@ -45,9 +51,20 @@ _frozen_in: int | None = None  # the worker process whose inherited objects are 
 
 
 def on_zero_gpu() -> bool:
-    """Whether this process runs on a ZeroGPU Space."""
-    flag = os.environ.get("SPACES_ZERO_GPU", "").strip().lower()
-    return flag in ("1", "t", "true") and importlib.util.find_spec("spaces") is not None
+    """Whether this process runs on a ZeroGPU Space: ``SPACES_ZERO_GPU`` set, ``spaces``
+    installed, and a platform that can fork (else a warning, once, and False)."""
+    if not compat.zero_gpu_requested() or importlib.util.find_spec("spaces") is None:
+        return False
+    reason = compat.zero_gpu_unsupported()
+    if reason is not None:
+        _warn_in_process(reason)
+        return False
+    return True
+
+
+@functools.cache
+def _warn_in_process(reason: str) -> None:
+    log.warning("SPACES_ZERO_GPU is set, but %s: model calls run in this process.", reason)
 
 
 def offload_state() -> bool:

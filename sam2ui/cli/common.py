@@ -35,6 +35,9 @@ __all__ = [
 DEFAULT_MODEL = "facebook/sam2.1-hiera-tiny"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("float32", "bfloat16")
+# Characters no variant name has: a --model with one is a path (POSIX, or Windows as in
+# C:\models\m.pt) or a hub id, passed on to the loader as it is.
+_PATH_MARKS = ("/", "\\", ":")
 
 # The command line's name for a click: ``Point(x, y, 1)`` is ``Click(x, y, positive=True)``.
 Point = Click
@@ -132,7 +135,7 @@ def model_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> s
             parser.error(f"checkpoint not found: {args.checkpoint}")
         return str(args.checkpoint)
     name: str = args.model or DEFAULT_MODEL
-    if Path(name).exists() or "/" in name:
+    if Path(name).exists() or any(mark in name for mark in _PATH_MARKS):
         return name  # a local path, or a hub repository id (official or not)
     try:
         return get_config(name).hub_id  # a variant name such as "sam2.1-hiera-small"

@@ -83,6 +83,7 @@ _LAZY: dict[str, str] = {
     "CancellableIterator": "sam2ui.core.serving.sessions",
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
+    "image_from_array": "sam2ui.core.compat.pillow",
 }
 # Public submodules, reachable as attributes.
 _MODULES: dict[str, str] = {
@@ -134,6 +135,7 @@ __all__ = [
     "draw_click",
     "get_config",
     "handoff",
+    "image_from_array",
     "image_predictor",
     "infer_variant",
     "iter_sav_json",
@@ -187,6 +189,7 @@ if TYPE_CHECKING:
         VideoAnnotator,
         VideoObject,
     )
+    from sam2ui.core.compat.pillow import image_from_array
     from sam2ui.core.exports import (
         cutout_png,
         iter_sav_json,

@@ -326,7 +326,7 @@ def read_sav_json(path_or_data: PathLike | Mapping[str, Any]) -> dict[int, dict[
 
 def cutout_png(image: np.ndarray, mask: MaskLike) -> np.ndarray:
     """``(H, W, 4)`` uint8 RGBA: the image with alpha = 255 on the mask, 0 elsewhere (save it
-    with ``PIL.Image.fromarray(rgba, "RGBA").save("cutout.png")``)."""
+    with ``PIL.Image.fromarray(rgba).save("cutout.png")``, which reads it as RGBA)."""
     img = check_image(image, "image")
     m = as_mask(mask, img.shape[:2], "cutout")
     return np.dstack([img, m.astype(np.uint8) * 255])
@@ -371,7 +371,7 @@ def write_overlay_mp4(
     widths are padded by one row/column replicating the edge (nothing is cropped). Needs
     PyAV (``pip install av``).
     """
-    import av
+    from .compat.pyav import add_video_stream, open_output, video_frame
 
     rate = _frame_rate(fps)
     if isinstance(results, Mapping):
@@ -380,7 +380,7 @@ def write_overlay_mp4(
         pending = iter(results)
     nxt = next(pending, None)
     with atomic_output(path) as tmp:
-        container = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        container = open_output(tmp, format="mp4", options={"movflags": "+faststart"})
         try:
             stream: Any = None
             size = (0, 0)
@@ -392,10 +392,15 @@ def write_overlay_mp4(
                 if stream is None:
                     size = (h, w)
                     band = overlay_contour_width(h, w) if draw_contours else 0
-                    stream = container.add_stream("libx264", rate=rate)
-                    stream.width, stream.height = w + w % 2, h + h % 2
-                    stream.pix_fmt = "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                    stream = add_video_stream(
+                        container,
+                        "libx264",
+                        rate,
+                        width=w + w % 2,
+                        height=h + h % 2,
+                        pix_fmt="yuv420p",
+                        options={"crf": str(crf), "preset": "veryfast"},
+                    )
                 elif (h, w) != size:
                     raise ValueError(f"frame {n} is {h}x{w}, the first frame {size[0]}x{size[1]}")
                 valid: dict[int, np.ndarray] = {}
@@ -414,8 +419,7 @@ def write_overlay_mp4(
                     nxt = next(pending, None)
                 out = tint(img, valid, colors, alpha, band)
                 out = np.pad(out, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-                vf = av.VideoFrame.from_ndarray(out, format="rgb24")
-                vf.pts, vf.time_base = n, 1 / rate
+                vf = video_frame(out, pts=n, time_base=1 / rate)
                 for packet in stream.encode(vf):
                     container.mux(packet)
             if stream is None:

@@ -7,6 +7,7 @@ pickling, as on a real ZeroGPU Space. The same actions without ZeroGPU give the 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -27,6 +28,11 @@ from sam2ui.core import ModelCache
 from .conftest import make_image, record_video_opens
 
 FAKE_SPACES = Path(__file__).parent / "fake_spaces"
+# ZeroGPU (and its stand-in here) forks a worker per call; where Python cannot fork (Windows)
+# the app runs calls in-process instead, as tests/app/test_platforms.py checks.
+pytestmark = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork, as ZeroGPU does"
+)
 
 
 class ZeroGPU:

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from sam2ui.core.compat.hub import download_file, hub_errors, offline_by_default
 from sam2ui.core.modeling.config import SAM2Config, get_config
 
 __all__ = ["CheckpointUnavailableError", "download_checkpoint", "hub_files"]
@@ -63,9 +64,7 @@ def _offline() -> bool:
     value = os.environ.get("HF_HUB_OFFLINE")
     if value is not None:
         return value.strip().lower() in _TRUTHY
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return offline_by_default()
 
 
 def _unavailable(hub_id: str, filename: str, revision: str | None, reason: str) -> str:
@@ -92,40 +91,34 @@ def download_checkpoint(
     """
     files = hub_files(hub_id, layout)
     repo_id = _official_config(hub_id).hub_id
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-    )
-
+    errors = hub_errors()  # where they live depends on the huggingface_hub release
     offline = _offline()
     cache_dir = _cache_dir()
     paths: list[Path] = []
     for filename in files:
         try:
-            local = hf_hub_download(
+            local = download_file(
                 repo_id,
                 filename,
                 revision=revision,
                 cache_dir=cache_dir,
                 local_files_only=offline,
             )
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled):
+        except (errors.not_cached, errors.offline):
             where = cache_dir or "the default Hugging Face cache"
             why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
             reason = f"it is not in {where} and {why}"
             raise CheckpointUnavailableError(
                 _unavailable(repo_id, filename, revision, reason)
             ) from None
-        except HfHubHTTPError as exc:
+        except errors.http as exc:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CheckpointUnavailableError(
                 _unavailable(repo_id, filename, revision, f"the hub answered: {first_line}")
             ) from exc
-        except OSError as exc:  # network failures surface as ConnectionError and friends
+        except errors.network as exc:  # OSError, or the HTTP library's transport errors
             raise CheckpointUnavailableError(
                 _unavailable(repo_id, filename, revision, f"{type(exc).__name__}: {exc}")
             ) from exc
-        paths.append(Path(str(local)))
+        paths.append(local)
     return paths[0] if layout == "meta" else paths[0].parent

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2ui.core.compat import torch_ops
+
 from .layers import ONEDNN_MIN_ROWS, fast_cpu_kernels, linear
 
 # Measured on the 2-core development machine against the fused kernel (float32 / bfloat16):
@@ -54,14 +56,13 @@ def _block(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
         # one core; the softmax was a fifth of memory attention). Same products, same float32
         # arithmetic inside the softmax, with a different exp: bfloat16 results move by
         # rounding only.
-        scores = torch._C._nn.mkldnn_linear(q.to_mkldnn(), k, None)
-        return torch._C._nn.mkldnn_linear(torch.softmax(scores, dim=-1), v_t, None).to_dense()
-    product = torch.ops.mkldnn._linear_pointwise  # x @ w.T
-    scores = product(q, k, None, "none", [], "")
+        return torch_ops.mkldnn_attention(q, k, v_t)
+    product = torch_ops.fused_linear  # x @ w.T
+    scores = product(q, k, None)
     # Normalised in place: no second buffer of (rows x Lk) floats (29 MB for memory attention
     # over 7 frames), whose allocation and release per block can cost more than the block.
-    torch.ops.aten._softmax.out(scores, -1, False, out=scores)
-    return product(scores, v_t, None, "none", [], "")
+    scores = torch_ops.softmax_(scores, -1)
+    return product(scores, v_t, None)
 
 
 def attention_projected_values(
@@ -136,7 +137,7 @@ def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
 
 def _product(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ w.T (+ bias) through oneDNN, for 2-D x and w."""
-    return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    return torch_ops.fused_linear(x, w, bias)
 
 
 def _folds(x: torch.Tensor, tokens: torch.Tensor, proj: nn.Linear) -> bool:
@@ -233,9 +234,7 @@ def image_to_tokens_attention(
         weights_t = torch.softmax(scores_t.view(heads, nk, -1), dim=1).view(heads * nk, -1)
         res = residual[min(i, residual.shape[0] - 1)]
         out.append(
-            torch.ops.mkldnn._linear_pointwise.binary(
-                weights_t.t().contiguous(), res, v_fold_t[i], out_proj.bias, "add"
-            )
+            torch_ops.fused_linear_add(weights_t.t().contiguous(), res, v_fold_t[i], out_proj.bias)
         )
     return out[0].unsqueeze(0) if b == 1 else torch.stack(out)
 

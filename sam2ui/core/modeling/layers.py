@@ -6,11 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam2ui.core.compat import torch_ops
+
 _ACTIVATIONS = {nn.GELU: "gelu", nn.ReLU: "relu"}
 
 
 def _onednn_linear_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    # The float32 fused linear passed its import probe (compat.torch_ops): without it the
+    # fast kernels would have no fast product left, and the reference's arithmetic is kept.
+    return torch.backends.mkldnn.is_available() and torch_ops.probe_passed(
+        torch_ops.LINEAR_POINTWISE, torch.float32
+    )
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
@@ -58,8 +64,7 @@ def linear(
         and x.dtype == weight.dtype
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
-        algorithm = "none" if activation == "gelu" else ""
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], algorithm)
+        return torch_ops.fused_linear(x, weight, bias, activation)
     y = F.linear(x, weight, bias)
     if activation == "relu":
         return F.relu(y)

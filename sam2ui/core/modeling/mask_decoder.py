@@ -8,6 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from sam2ui.core.compat import torch_ops
+
 from .layers import MLP, LayerNorm2d, fast_cpu_kernels, linear
 from .transformer import ImageKeys, TwoWayTransformer
 
@@ -141,6 +143,7 @@ class MaskDecoder(nn.Module):
         if self.use_high_res_features and high_res_features is not None:
             deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
             feat_s0, feat_s1 = high_res_features
+            assert isinstance(act1, nn.GELU) and isinstance(act2, nn.GELU)
             in_place = not torch.is_grad_enabled() and feat_s0.shape[0] in (1, b)
             if not (in_place and feat_s0.dtype == feat_s1.dtype == src.dtype):
                 up = act1(norm1(deconv1(src) + feat_s1))
@@ -148,7 +151,7 @@ class MaskDecoder(nn.Module):
             else:
                 # The same arithmetic in place: each step rewrites the fresh output of the
                 # previous one while it is still in cache (about 0.5 ms of a click).
-                gelu_ = torch.ops.aten.gelu_
+                gelu_ = torch_ops.gelu_
                 up = gelu_(norm1(deconv1(src).add_(feat_s1)), approximate=act1.approximate)
                 up = gelu_(deconv2(up).add_(feat_s0), approximate=act2.approximate)
         else:

@@ -16,7 +16,10 @@ for the GPU's), holds tensors on the GPU, and a video session holds an open vide
 * locks are recreated, and video file sources reopen their file (see ``VideoFileSource``).
 
 Nothing here is specific to gradio or ``spaces``; the app's ZeroGPU glue
-(``sam2ui.app.zerogpu``) uses it, and tests fork processes to check it.
+(``sam2ui.app.zerogpu``) uses it, and tests fork processes to check it. It imports and runs on
+every platform; only the by-reference models need ``fork`` (Linux, macOS): a process that was
+spawned (Windows, or a ``spawn`` start method) has no shared models, and :func:`loads` says so
+with a :class:`HandoffError`.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ class _Unpickler(pickle.Unpickler):
         if model is None:
             raise HandoffError(
                 "the state refers to a model this process does not have; state can only be "
-                "handed between a process and its forks, for models loaded before the fork"
+                "handed between a process and its forks (not a spawned process), for models "
+                "loaded before the fork"
             )
         return model
 

@@ -33,14 +33,18 @@ def reference_shapes(variant: str) -> dict[str, torch.Tensor]:
     """
     from sam2.build_sam import build_sam2 as build_reference
 
-    from tests.reference_models import reference_config_file
+    from tests.reference_models import built_as_on_a_cpu_machine, reference_config_file
 
     linspace = torch.linspace
 
     def cpu_linspace(*args: Any, **kwargs: Any) -> torch.Tensor:
         return linspace(*args, **{**kwargs, "device": "cpu"})
 
-    with torch.device("meta"), mock.patch("torch.linspace", cpu_linspace):
+    with (
+        built_as_on_a_cpu_machine(),
+        torch.device("meta"),
+        mock.patch("torch.linspace", cpu_linspace),
+    ):
         model = build_reference(reference_config_file(variant), None, device="meta")
     return dict(model.state_dict())
 

@@ -15,6 +15,10 @@ from sam2ui.core.serving import handoff
 from sam2ui.core.video.sources.file import VideoFileSource
 from tests.core.video.test_sources import frame_id, write_video
 
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork (not Windows)"
+)
+
 
 def test_shared_modules_go_by_reference_and_others_are_refused() -> None:
     shared = handoff.share(torch.nn.Linear(3, 2))
@@ -25,6 +29,42 @@ def test_shared_modules_go_by_reference_and_others_are_refused() -> None:
     assert back["lock"] is not state["lock"] and back["lock"].acquire(blocking=False)
     with pytest.raises(handoff.HandoffError, match="Linear that was not shared"):
         handoff.dumps({"model": torch.nn.Linear(3, 2)})
+
+
+def test_without_fork_state_still_round_trips_in_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on Windows: no fork at all. Handing state within a process needs none.
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    shared = handoff.share(torch.nn.Linear(3, 2))
+    back = handoff.loads(handoff.dumps({"model": shared, "x": torch.ones(2)}))
+    assert back["model"] is shared and back["x"].tolist() == [1.0, 1.0]
+
+
+def _load_in_child(blob: bytes, conn: Any) -> None:
+    try:
+        handoff.loads(blob)
+        conn.send("loaded")
+    except handoff.HandoffError as err:
+        conn.send(str(err))
+
+
+def test_a_spawned_process_gets_a_clear_error() -> None:
+    # Spawning is Windows' only start method (and available everywhere): the new process
+    # has no shared models, so a model reference cannot be resolved there.
+    model = handoff.share(torch.nn.Linear(2, 2))
+    blob = handoff.dumps({"model": model, "x": torch.ones(2)})
+    spawn = multiprocessing.get_context("spawn")
+    parent, child = spawn.Pipe()
+    process = spawn.Process(target=_load_in_child, args=(blob, child))
+    process.start()
+    try:
+        assert parent.poll(120), "the spawned process sent nothing"
+        message = parent.recv()
+    finally:
+        process.join(timeout=60)
+    assert "does not have" in message and "not a spawned process" in message
+    assert handoff.loads(blob)["model"] is model  # here it still resolves
 
 
 def test_unknown_model_ids_are_an_error() -> None:
@@ -73,7 +113,15 @@ def test_video_file_sources_reopen_their_file(tmp_path: Path) -> None:
     source.close()
     assert frame_id(copy.get(7)) == 7  # its own file handle
     copy.close()
-    # In a forked process, as on ZeroGPU.
+
+
+@needs_fork
+def test_video_file_sources_reopen_in_a_forked_process(tmp_path: Path) -> None:
+    # As on ZeroGPU.
+    path = write_video(tmp_path / "v.mp4", "libx264", 40, "yuv444p", {"qp": "1", "g": "8"})
+    source = VideoFileSource(path)
+    blob = handoff.dumps(source)
+    source.close()
     fork = multiprocessing.get_context("fork")
     parent, child = fork.Pipe()
     process = fork.Process(target=_read_in_child, args=(blob, child))

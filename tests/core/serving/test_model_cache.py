@@ -58,11 +58,26 @@ def test_variant_alias_and_hub_id_share_one_key() -> None:
     }
     assert keys == {ModelKey("facebook/sam2.1-hiera-tiny", "cpu", "float32")}
     assert ModelCache.key("sam2.1-hiera-tiny", "cpu", "bf16").dtype == "bfloat16"
-    assert ModelCache.key("sam2.1-hiera-tiny", None).device == str(resolve_device(None))
+    auto = ModelCache.key("sam2.1-hiera-tiny", None).device
+    assert auto == ModelCache.key("sam2.1-hiera-tiny", resolve_device(None)).device
+    assert auto.split(":")[0] == resolve_device(None).type
     # A variant matching the hub id is redundant; a different one is an error.
     assert ModelCache.key("sam2.1-hiera-tiny", "cpu", variant="sam2.1_hiera_t").variant is None
     with pytest.raises(ValueError, match="not sam2-hiera-large"):
         ModelCache.key("sam2.1-hiera-tiny", "cpu", variant="sam2-hiera-large")
+
+
+def test_every_name_of_one_cuda_device_shares_one_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA machine "auto", "cuda" and "cuda:N" of the current device are one model."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    devices = {
+        ModelCache.key("sam2.1-hiera-tiny", device).device
+        for device in (None, "auto", "cuda", "cuda:1", torch.device("cuda", 1))
+    }
+    assert devices == {"cuda:1"}
+    assert ModelCache.key("sam2.1-hiera-tiny", "cuda:0").device == "cuda:0"
+    assert ModelCache.key("sam2.1-hiera-tiny", "cpu").device == "cpu"
 
 
 def test_local_path_is_keyed_by_resolved_absolute_path(

@@ -285,12 +285,12 @@ class FolderSource(FrameSource):
 
 def display_matrix(frame: Any) -> tuple[int, ...] | None:
     """The 3x3 display matrix (9 int32, FFmpeg layout) attached to a decoded PyAV frame."""
-    for side_data in frame.side_data:
-        if getattr(side_data.type, "name", "") == "DISPLAYMATRIX":
-            raw = bytes(side_data)
-            if len(raw) >= 36:
-                return struct.unpack("=9i", raw[:36])
-    return None
+    from sam2ui.core.compat.pyav import side_data_bytes  # PyAV is there: this is its frame
+
+    raw = side_data_bytes(frame, "DISPLAYMATRIX")
+    if raw is None or len(raw) < 36:
+        return None
+    return struct.unpack("=9i", raw[:36])
 
 
 def orientation_from_matrix(matrix: Sequence[int] | None) -> tuple[bool, bool, bool]:

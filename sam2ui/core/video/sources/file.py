@@ -36,11 +36,20 @@ import logging
 import os
 import threading
 from collections.abc import Generator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
+
+from sam2ui.core.compat.pyav import (
+    FFmpegEOFError,
+    FFmpegError,
+    is_attached_picture,
+    open_input,
+    rational,
+    set_decoder_threads,
+)
 
 from .base import (
     DEFAULT_FPS,
@@ -104,10 +113,10 @@ class VideoFileSource(FrameSource):
             self._open()
             self._scan()
             self._first_frame(fps)
-        except av.error.EOFError as exc:
+        except FFmpegEOFError as exc:
             self.close()
             raise ValueError(f"{self.path} contains no video frames (empty or cut short)") from exc
-        except av.error.FFmpegError as exc:
+        except FFmpegError as exc:
             self.close()
             raise ValueError(f"cannot read video {self.path}: {exc}") from exc
         except BaseException:
@@ -121,7 +130,7 @@ class VideoFileSource(FrameSource):
 
     def time_of(self, index: int) -> float:
         """Presentation time of frame ``index`` in seconds from the first frame."""
-        if self._pts is None:
+        if self._pts is None or self._time_base is None:
             return index / self.fps
         return float((self._pts[index] - self._pts[0]) * self._time_base)
 
@@ -147,7 +156,7 @@ class VideoFileSource(FrameSource):
         self._container = None
         try:
             self._open()
-        except (av.error.FFmpegError, OSError) as exc:
+        except (FFmpegError, OSError) as exc:
             raise ValueError(f"cannot reopen video {self.path}: {exc}") from exc
 
     def close(self) -> None:
@@ -180,18 +189,12 @@ class VideoFileSource(FrameSource):
     # ------------------------------------------------------------------ opening
 
     def _open(self) -> None:
-        self._container = av.open(str(self.path), metadata_errors="ignore")
-        streams = [
-            s
-            for s in self._container.streams.video
-            if not s.disposition & av.stream.Disposition.attached_pic
-        ]
+        self._container = open_input(self.path)
+        streams = [s for s in self._container.streams.video if not is_attached_picture(s)]
         if not streams:
             raise ValueError(f"{self.path} has no video stream")
         self._stream = streams[0]
-        ctx = self._stream.codec_context
-        ctx.thread_type = "AUTO"
-        ctx.thread_count = self._threads
+        set_decoder_threads(self._stream, self._threads)
 
     def _scan(self) -> None:
         """Read every packet's timestamps once (no decoding) to build the frame table."""
@@ -214,7 +217,7 @@ class VideoFileSource(FrameSource):
                 keys.append(ts)
         if not stamps and not untimed:
             raise ValueError(f"{self.path} contains no video frames")
-        self._time_base = self._stream.time_base
+        self._time_base: Fraction | None = rational(self._stream.time_base)
         self._start_ts = start if start is not None else 0
         if untimed:
             logger.warning("%s: packets without timestamps; frames are counted", self.path)
@@ -252,14 +255,14 @@ class VideoFileSource(FrameSource):
         self._chunk_n = max(self._cache.capacity, self._chunk_bytes // (h * w * 3))
         self._pos = index
         self._cache.put(index, self._convert(frame))
-        rate = self._stream.average_rate or self._stream.guessed_rate
+        rate = rational(self._stream.average_rate) or rational(self._stream.guessed_rate)
+        pts, time_base = self._pts, self._time_base
         if fps:
             self.fps = float(fps)
-        elif rate and rate > 0:
+        elif rate is not None and rate > 0:
             self.fps = float(rate)
-        elif self._pts is not None and self._length > 1 and self._pts[-1] > self._pts[0]:
-            span = float((self._pts[-1] - self._pts[0]) * self._time_base)
-            self.fps = (self._length - 1) / span
+        elif pts is not None and time_base is not None and len(pts) > 1 and pts[-1] > pts[0]:
+            self.fps = (len(pts) - 1) / float((pts[-1] - pts[0]) * time_base)
         else:
             self.fps = DEFAULT_FPS
 
@@ -269,7 +272,7 @@ class VideoFileSource(FrameSource):
         for packet in self._container.demux(self._stream):
             try:
                 frames = packet.decode()
-            except av.error.FFmpegError as exc:
+            except FFmpegError as exc:
                 logger.warning("%s: skipping a packet that does not decode: %s", self.path, exc)
                 continue
             for frame in frames:
@@ -284,7 +287,7 @@ class VideoFileSource(FrameSource):
         self.stats["seeks"] += 1
         try:
             self._container.seek(ts, stream=self._stream, backward=True)
-        except av.error.FFmpegError:  # not seekable: reopen, which starts at the beginning
+        except FFmpegError:  # not seekable: reopen, which starts at the beginning
             self._container.close()
             self._open()
             key = None

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_fork = multiprocessing.get_context("fork")
 WORKER_TIMEOUT_S = 120  # a stuck worker prints where it is and exits, failing the test
 calls = {"function": 0, "generator": 0}
 
@@ -57,6 +56,8 @@ def _generator_worker(task: Callable[..., Iterator[Any]], payload: bytes, conn: 
 
 
 def _start(target: Callable[..., None], task: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    # Asked for here, not at import: importing works where there is no fork (Windows).
+    _fork = multiprocessing.get_context("fork")
     parent, child = _fork.Pipe()
     process = _fork.Process(target=target, args=(task, pickle.dumps((args, kwargs)), child))
     process.start()

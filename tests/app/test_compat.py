@@ -1,0 +1,196 @@
+"""Reading gradio's event data (sam2ui.app.compat): every shape gradio has sent, real
+``gr.SelectData`` events, and the app's select listeners that read them."""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sam2ui.app.compat import EventDataError, click_xy, picked_index, was_deselected
+from sam2ui.app.options import AppConfig
+from sam2ui.app.views import MODES
+from sam2ui.core import ModelCache
+from tests.app.conftest import make_image
+
+
+@dataclass
+class FakeEvent:
+    """An event object as gradio builds them: attributes, ``selected`` optional."""
+
+    index: Any
+    value: Any = None
+
+
+@dataclass
+class FakeSelection(FakeEvent):
+    selected: bool = True
+
+
+@pytest.mark.parametrize(
+    "evt",
+    [
+        FakeEvent([40, 48]),  # gradio 6.19 to 6.31: a JSON list
+        FakeEvent((40, 48)),  # a tuple (two-dimensional selections of other components)
+        FakeEvent([40, 48, 0]),  # extra items are ignored
+        FakeEvent({"x": 40, "y": 48}),
+        FakeEvent([np.int64(40), np.float32(48.0)]),
+        {"index": [40, 48], "value": None},  # the raw payload
+    ],
+)
+def test_click_xy_reads_every_index_shape(evt: Any) -> None:
+    x, y = click_xy(evt)
+    assert (x, y) == (40.0, 48.0) and isinstance(x, float) and isinstance(y, float)
+
+
+@pytest.mark.parametrize(
+    "evt",
+    [
+        None,
+        FakeEvent(None),
+        FakeEvent([None, None]),  # gradio's [NaN, NaN] after JSON: the click had no image
+        FakeEvent([math.nan, 3]),
+        FakeEvent([math.inf, 3]),
+        FakeEvent([7]),
+        FakeEvent(7),
+        FakeEvent("40,48"),
+        FakeEvent(["40", 48]),  # gradio sends numbers; text is not read as one
+        FakeEvent([True, False]),
+        FakeEvent({"x": 1}),
+        object(),  # no index at all
+    ],
+)
+def test_click_xy_rejects_what_is_not_a_pixel(evt: Any) -> None:
+    with pytest.raises(EventDataError) as info:
+        click_xy(evt)
+    assert isinstance(info.value, ValueError)  # so the handlers' guard shows the message
+    assert "click" in str(info.value).lower() or "event data" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [(2, 2), (0, 0), (np.int64(1), 1), (2.0, 2), ([2], 2), ((2,), 2), ({"index": 2}, 2)],
+)
+def test_picked_index_reads_every_index_shape(index: Any, expected: int) -> None:
+    assert picked_index(FakeEvent(index)) == expected
+    assert picked_index({"index": index}) == expected
+
+
+@pytest.mark.parametrize("index", [None, 1.5, True, "2", [1, 2], [], {"i": 1}, math.nan])
+def test_picked_index_rejects_what_is_not_a_position(index: Any) -> None:
+    with pytest.raises(EventDataError, match="which item"):
+        picked_index(FakeEvent(index))
+    with pytest.raises(EventDataError):
+        picked_index(None)
+
+
+def test_was_deselected() -> None:
+    assert not was_deselected(FakeEvent(1))  # no field: a selection
+    assert not was_deselected(FakeSelection(1, selected=True))
+    assert was_deselected(FakeSelection(1, selected=False))
+    assert was_deselected({"index": 1, "selected": False})
+    assert not was_deselected({"index": 1})
+
+
+def test_real_select_data() -> None:
+    gr = pytest.importorskip("gradio")
+    # What gradio builds from an image click and from a gallery pick.
+    click = gr.SelectData(None, {"index": [40, 48], "value": None})
+    assert click_xy(click) == (40.0, 48.0)
+    pick = gr.SelectData(None, {"index": 1, "value": {"image": None, "caption": "1: 0.9"}})
+    assert picked_index(pick) == 1 and not was_deselected(pick)
+    unpick = gr.SelectData(None, {"index": 1, "value": None, "selected": False})
+    assert was_deselected(unpick)
+    with pytest.raises(EventDataError):
+        click_xy(gr.SelectData(None, {"index": [None, None], "value": None}))
+
+
+# ------------------------------------------------------------------ the app's listeners
+def _listener(demo: Any, elem_id: str, event: str) -> Callable[..., Any]:
+    """The function wired to ``event`` of the component ``elem_id``."""
+    ids = {
+        block._id for block in demo.blocks.values() if getattr(block, "elem_id", None) == elem_id
+    }
+    for fn in demo.fns.values():
+        if any(target in ids and name == event for target, name in fn.targets):
+            return fn.fn
+    raise LookupError(f"no {event} listener on #{elem_id}")
+
+
+def _endpoint(demo: Any, api_name: str) -> Callable[..., Any]:
+    return next(fn.fn for fn in demo.fns.values() if fn.api_name == api_name)
+
+
+@pytest.fixture(scope="module")
+def demo(small_cache: ModelCache) -> Any:
+    pytest.importorskip("gradio")
+    from sam2ui.app.ui import build_demo
+
+    app = build_demo(AppConfig(model="sam2.1-hiera-tiny", device="cpu"), cache=small_cache)
+    yield app
+    app.sam2ui_context.close()
+
+
+def test_image_listeners_read_select_data(demo: Any) -> None:
+    import gradio as gr
+
+    upload = _endpoint(demo, "image_upload")
+    select = _listener(demo, "image-canvas", "select")
+    sid, *_ = upload(None, make_image(), None)
+    outs = select(sid, None, MODES[0], gr.SelectData(None, {"index": [40, 48], "value": None}))
+    radio, candidates = outs[1], outs[3]
+    assert [value for _, value in radio.choices] == [1] and len(candidates) == 3
+    with pytest.raises(gr.Error, match="Could not tell where the click was"):
+        select(sid, None, MODES[0], gr.SelectData(None, {"index": [None, None], "value": None}))
+
+    gallery = _listener(demo, "image-candidates", "select")
+    outs = gallery(sid, 1, gr.SelectData(None, {"index": 2, "value": None}))
+    assert "(shown)" in outs[3][2][1]  # the third candidate is now the one shown
+    outs = gallery(sid, 1, gr.SelectData(None, {"index": 0, "value": None, "selected": False}))
+    assert "(shown)" in outs[3][2][1]  # unpicking changes nothing
+    with pytest.raises(gr.Error, match="3 candidate masks"):
+        gallery(sid, 1, gr.SelectData(None, {"index": 7, "value": None}))
+
+
+def test_video_listener_reads_select_data(demo: Any) -> None:
+    import gradio as gr
+
+    select = _listener(demo, "video-frame", "select")
+    with pytest.raises(gr.Error, match="Could not tell where the click was"):
+        select(None, 0, None, MODES[0], gr.SelectData(None, {"index": None, "value": None}))
+    # A readable click gets past the event data to the handler (no video yet).
+    with pytest.raises(gr.Error, match="Upload a video first"):
+        select(None, 0, None, MODES[0], gr.SelectData(None, {"index": [3, 4], "value": None}))
+
+
+# ------------------------------------------------------------------ gradio's signatures
+APP = Path(__file__).resolve().parents[2] / "sam2ui" / "app"
+# Keyword arguments that gradio 6.31 has and 6.19 (the lowest pyproject admits) has not,
+# found by comparing the two wheels' signatures of what the app calls (every other keyword
+# the app passes is the same in both): by call, or None for any call.
+NEWER_THAN_6_19: dict[str | None, set[str]] = {
+    None: {"inputs_kwargs", "run_history", "alt_text"},  # events, launch, Image
+    "Accordion": {"height", "max_height"},
+    "Tab": {"alignment", "height", "max_height"},
+}
+NEWER_VALUES = {"download_all", "runs"}  # Gallery buttons, launch footer_links
+
+
+def test_the_app_uses_no_gradio_keyword_newer_than_its_lowest_version() -> None:
+    found = []
+    for path in sorted(APP.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                newer = NEWER_THAN_6_19[None] | NEWER_THAN_6_19.get(name, set())
+                found += [(path.name, name, k.arg) for k in node.keywords if k.arg in newer]
+            elif isinstance(node, ast.Constant) and node.value in NEWER_VALUES:
+                found.append((path.name, "literal", str(node.value)))
+    assert found == []
