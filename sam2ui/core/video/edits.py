@@ -73,6 +73,7 @@ class PromptRemovalMixin:
         prompted = sorted(set(obj.points) | set(obj.masks))
         del session.objects[obj_id]
         session.results.drop_object(obj_id)
+        session.spill.drop_object(obj_id)
         updated: list[tuple[int, torch.Tensor]] = []
         if need_output and session.objects:
             for frame_idx in prompted:

@@ -10,18 +10,19 @@ travel) only:
   (15 for SAM 2 on a video of 16 frames or more), see ``_object_pointers``;
 * everything of every conditioning (prompted) frame.
 
-:class:`MemoryWindow` prunes a session's tracked (non-conditioning) outputs after each
-tracked frame to what the model reads when it tracks the next frame or corrects the frame
-just tracked (a click on it reads the memories behind it, like tracking it did): the memory
-features and low-res logits of frames more than the memory reach behind the current frame
-are dropped first, the pointer (and object score) later, when it leaves the pointer reach.
-That is 7 memory features and 16 pointers at most (for SAM 2), one more of each than the
-next frame reads. Outputs ahead of the current frame (left by an earlier pass in the other
-direction) are not touched: the pass overwrites them before it reads them, and a later pass
-the other way may read them. Since nothing the model reads is removed, tracking, and a
-correction on the frame tracked last, give bit-identical masks with and without pruning. A
-correction on an earlier frame, or a pass started in mid-video, reads only what is still
-held there (the reference keeps every frame's memory; ``keep_all_memories`` does too).
+:class:`MemoryWindow` keeps in RAM, after each tracked frame, the logits and memory features
+of the tracked (non-conditioning) outputs 0..``memory_reach`` frames behind it in the
+direction of travel (what tracking the next frame, or a correction on the frame just tracked,
+reads) and moves the others' to disk (:meth:`MemoryWindow.evict`, with
+:mod:`sam2ui.core.video.spill`); pointers and object scores, conditioning outputs and outputs
+of frames just prompted stay in RAM. Nothing is lost: a correction anywhere, or a pass started
+in mid-video, reads the memories it reads in the reference, loaded from disk, so results are
+those of keeping everything (``keep_all_memories``) while RAM stays flat over the video.
+
+Live streams (:mod:`sam2ui.core.video.stream`) drop instead (:meth:`MemoryWindow.prune`): the
+logits and features of frames more than the memory reach behind the current frame first, the
+pointer (and object score) when it leaves the pointer reach. That keeps what the next frame
+and a correction on the newest frame read; a correction farther back reads only what is held.
 
 The masks handed out are kept for later use (exports, re-display) as bit-packed boolean masks
 at video resolution (:class:`ResultStore`), one bit a pixel.
@@ -29,12 +30,14 @@ at video resolution (:class:`ResultStore`), one bit a pixel.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from .spill import SpillRef
 
 if TYPE_CHECKING:
     from sam2ui.core.modeling.config import SAM2Config
@@ -46,15 +49,17 @@ class FrameOutput:
 
     ``mask_logits``: (1, 1, S/4, S/4) float32, after hole filling; ``obj_ptr``: (1, C);
     ``object_score_logits``: (1, 1); ``memory_features``: (1, mem_dim, h, w) in bfloat16, or
-    None until the memory encoder has run on this output. Tracked outputs that fell out of
-    the model's memory reach keep only the pointer and score (logits and features None; see
-    :mod:`sam2ui.core.video.memory`).
+    None until the memory encoder has run on this output. Tracked outputs that left the RAM
+    window keep only the pointer and score in RAM (logits and features None), with
+    ``spilled`` saying where their logits and features are on disk
+    (:mod:`sam2ui.core.video.spill`); in a stream they are dropped (``spilled`` None).
     """
 
     mask_logits: torch.Tensor | None
     obj_ptr: torch.Tensor
     object_score_logits: torch.Tensor
     memory_features: torch.Tensor | None
+    spilled: SpillRef | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,24 @@ class MemoryWindow:
         when it tracks ``frame_idx``: it lies where memory features would be read."""
         behind = (stored_idx - frame_idx) if reverse else (frame_idx - stored_idx)
         return 0 < behind <= self.memory_reach
+
+    def evict(
+        self,
+        outputs: dict[int, FrameOutput],
+        frame_idx: int,
+        reverse: bool,
+        spill: Callable[[int, FrameOutput], FrameOutput],
+    ) -> None:
+        """After tracking ``frame_idx``: move out of RAM (``spill(t, output)`` gives what
+        stays) the logits and features of every output of ``outputs`` (tracked frames by
+        index) except those 0..``memory_reach`` frames behind ``frame_idx`` in the direction
+        of travel: what tracking the next frame, or a correction on ``frame_idx``, reads."""
+        for t, out in list(outputs.items()):
+            if out.memory_features is None or out.mask_logits is None:
+                continue  # already out of RAM
+            behind = (t - frame_idx) if reverse else (frame_idx - t)
+            if not 0 <= behind <= self.memory_reach:
+                outputs[t] = spill(t, out)
 
     def prune(self, outputs: dict[int, FrameOutput], frame_idx: int, reverse: bool) -> None:
         """After tracking ``frame_idx``: keep of ``outputs`` (tracked frames by index) only

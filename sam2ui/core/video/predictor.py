@@ -41,6 +41,7 @@ from sam2ui.core.video.sources.base import VideoInput, preprocess_frame
 from sam2ui.core.video.sources.open import open_frames
 
 from .edits import FrameMasks, PromptRemovalMixin
+from .spill import DEFAULT_SPILL_BUDGET
 from .state import (
     MEMORY_STORAGE_DTYPE,
     FrameFeatures,
@@ -73,11 +74,13 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         add_all_frames_to_correct_as_cond: a prompt on an already tracked frame makes it a
             conditioning frame (default True; the reference defaults to False).
         feature_cache_size: how many frames' image features each session keeps.
-        keep_all_memories: keep every tracked frame's memory features, pointer and low-res
-            logits; by default only what the model still reads is kept (bounded memory, the
-            same masks when tracking and when correcting the frame tracked last; a
-            correction farther back reads only what is held, see
+        keep_all_memories: keep every tracked frame's memory features and low-res logits in
+            RAM; by default RAM holds those of the frames the next step reads and the others
+            go to files in a temporary directory of the session, read back when a correction
+            or a pass needs them (the same results, RAM flat over the video; see
             :mod:`~sam2ui.core.video.memory`).
+        spill_budget_bytes: the most disk space a session's memories may take; going past it
+            raises :class:`~sam2ui.core.video.spill.SpillError` (what is tracked stays).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         add_all_frames_to_correct_as_cond: bool = True,
         feature_cache_size: int = 4,
         keep_all_memories: bool = False,
+        spill_budget_bytes: int = DEFAULT_SPILL_BUDGET,
     ) -> None:
         if not isinstance(model, SAM2Model):
             raise TypeError(f"model must be a SAM2Model, got {type(model).__name__}")
@@ -103,6 +107,9 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
         self.feature_cache_size = feature_cache_size
         self.keep_all_memories = keep_all_memories
+        if spill_budget_bytes < 0:
+            raise ValueError(f"spill_budget_bytes must be >= 0, got {spill_budget_bytes}")
+        self.spill_budget_bytes = spill_budget_bytes
 
     @classmethod
     def from_pretrained(
@@ -151,8 +158,9 @@ class SAM2VideoPredictor(PromptRemovalMixin):
             raise ValueError("the video has no frames")
         storage = torch.device("cpu") if offload_state_to_cpu else self.device
         session = VideoSession(
-            source, self.device, storage, self.model.config, self.feature_cache_size
-        )
+            source, self.device, storage, self.model.config, self.feature_cache_size,
+            self.spill_budget_bytes,
+        )  # fmt: skip
         self._frame_features(session, 0)  # warm up on the first frame, like the reference
         return session
 
@@ -176,6 +184,7 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         """Forget every object, prompt and result of the session (frames stay open)."""
         session.objects.clear()
         session.results.clear()
+        session.close()
 
     def _frame_features(self, session: VideoSession, frame_idx: int) -> FrameFeatures:
         """Image features of one frame, computed on a cache miss."""
@@ -247,13 +256,14 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         prev_logits = None
         if points is not None:
             prev = obj.latest_output(frame_idx, is_cond)
-            if prev is not None and prev.mask_logits is None:
-                # Logits pruned from a tracked frame: track it again from what memory is held.
+            if prev is not None and session.logits(prev) is None:
+                # Logits dropped (streams): track the frame again from what memory is held.
                 prev = self._run_frame(session, obj, frame_idx, False, None, None, reverse, False)[
                     0
                 ]
-            if prev is not None and prev.mask_logits is not None:
-                prev_logits = prev.mask_logits.to(self.device)
+            prev_logits = None if prev is None else session.logits(prev)
+            if prev_logits is not None:
+                prev_logits = prev_logits.to(self.device)
                 prev_logits = prev_logits.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP)
         out, _ = self._run_frame(
             session, obj, frame_idx, is_init, points, mask, reverse, False, prev_logits
@@ -315,10 +325,11 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         rows = []
         for obj in session.objects.values():
             out = obj.latest_output(frame_idx, is_cond)
-            kept = session.results.get(frame_idx, obj.obj_id)
-            if out is not None and out.mask_logits is not None:
-                rows.append(self._to_video_res(session, out.mask_logits.to(self.device)))
-            elif kept is not None:  # output pruned: the kept mask as logits of +-10
+            logits = None if out is None else session.logits(out)
+            kept = None if logits is not None else session.results.get(frame_idx, obj.obj_id)
+            if logits is not None:
+                rows.append(self._to_video_res(session, logits.to(self.device)))
+            elif kept is not None:  # output dropped (streams): the kept mask as logits of +-10
                 rows.append(torch.from_numpy(kept)[None, None].float().to(self.device) * 20 - 10)
             else:
                 rows.append(torch.full((1, 1, h, w), NO_OBJECT_LOGIT, device=self.device))
@@ -370,13 +381,13 @@ class SAM2VideoPredictor(PromptRemovalMixin):
                     f"object id {obj.obj_id!r} has no prompt yet: add points, a box or a mask"
                 )
             for frame_idx in obj.outputs.cond:
-                obj.outputs.non_cond.pop(frame_idx, None)
+                session.forget(obj.outputs.non_cond.pop(frame_idx, None))
 
     def _clear_memory_around(self, session: VideoSession, obj: ObjectState, frame_idx: int) -> None:
         cfg = self.model.config
         reach = cfg.memory_temporal_stride_for_eval * cfg.num_maskmem
         for t in range(frame_idx - reach, frame_idx + reach + 1):
-            obj.outputs.non_cond.pop(t, None)
+            session.forget(obj.outputs.non_cond.pop(t, None))
 
     @torch.inference_mode()
     def propagate_in_video(
@@ -420,7 +431,7 @@ class SAM2VideoPredictor(PromptRemovalMixin):
                 )
                 obj.outputs.non_cond[frame_idx] = out
             if not self.keep_all_memories:
-                session.window.prune(obj.outputs.non_cond, frame_idx, reverse)
+                session.evict(obj, frame_idx, reverse)
             obj.tracked[frame_idx] = reverse
             rows.append(logits)
         masks = self._finish(self._to_video_res(session, torch.cat(rows)))

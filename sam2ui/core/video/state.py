@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from sam2ui.core.modeling.tracking import FrameMemory
 from sam2ui.core.video.sources.base import FrameSource
 
 from .memory import FrameOutput, MemoryWindow, ResultStore
+from .spill import DEFAULT_SPILL_BUDGET, SpillStore
 
 ObjectId = Hashable  # the caller's name for an object (usually an int)
 
@@ -120,9 +121,11 @@ class MemoryView(Mapping[int, FrameMemory]):
     """Read-only view of frame outputs as the model's :class:`FrameMemory`, upcasting the
     stored bfloat16 features to float32 (and moving them to ``device``) only when read.
 
-    With ``reader`` = (frame index, reverse, window), outputs whose memory features were
-    pruned look absent where the model would read features when tracking that frame, and
-    elsewhere (where only their pointer is read) carry an empty placeholder as features.
+    Features moved to disk (``spill``) are loaded when read. With ``reader`` = (frame
+    index, reverse, window), outputs without features in RAM carry an empty placeholder as
+    features where only their pointer is read when tracking that frame (nothing is loaded),
+    and where features would be read they are loaded, or look absent when they were dropped
+    (streams).
     """
 
     def __init__(
@@ -131,22 +134,31 @@ class MemoryView(Mapping[int, FrameMemory]):
         pos_enc: torch.Tensor | None,
         device: torch.device,
         reader: tuple[int, bool, MemoryWindow] | None = None,
+        spill: SpillStore | None = None,
     ) -> None:
         self._outputs = outputs
         self._pos_enc = pos_enc
         self._device = device
         self._reader = reader
+        self._spill = spill
+        self._loaded: dict[int, torch.Tensor] = {}  # features read from disk, by frame
 
     def __getitem__(self, frame_idx: int) -> FrameMemory:
         out = self._outputs[frame_idx]
-        if out.memory_features is None and self._reader is not None:
+        stored = out.memory_features
+        if stored is None and self._reader is not None:
             current, reverse, window = self._reader
-            if window.hides(current, reverse, frame_idx):
+            if not window.hides(current, reverse, frame_idx):  # only its pointer is read
+                return FrameMemory(torch.empty(0), torch.empty(0), out.obj_ptr)
+            if out.spilled is None:
                 raise KeyError(frame_idx)
-            return FrameMemory(torch.empty(0), torch.empty(0), out.obj_ptr)
-        if out.memory_features is None or self._pos_enc is None:
+        if stored is None and out.spilled is not None and self._spill is not None:
+            stored = self._loaded.get(frame_idx)
+            if stored is None:
+                stored = self._loaded[frame_idx] = self._spill.features(out.spilled)
+        if stored is None or self._pos_enc is None:
             raise RuntimeError(f"frame {frame_idx} has no encoded memory")
-        feats = out.memory_features.to(self._device, non_blocking=True).float()
+        feats = stored.to(self._device, non_blocking=True).float()
         return FrameMemory(feats, self._pos_enc, out.obj_ptr)
 
     def __iter__(self) -> Iterator[int]:
@@ -263,6 +275,7 @@ class VideoSession:
         storage_device: torch.device,
         model_config: SAM2Config,
         feature_cache_size: int = 4,
+        spill_budget_bytes: int = DEFAULT_SPILL_BUDGET,
     ) -> None:
         self.source = source
         self.num_frames = len(source)
@@ -274,6 +287,8 @@ class VideoSession:
         self.window = MemoryWindow.for_model(model_config, self.num_frames)
         # The masks handed out, bit-packed at video resolution, by frame and object.
         self.results = ResultStore()
+        # Logits and memory features of tracked frames outside the RAM window, on disk.
+        self.spill = SpillStore(spill_budget_bytes)
         self.objects: dict[ObjectId, ObjectState] = {}
         # Position encoding of memory features: the same for every frame and object.
         self.memory_pos_enc: torch.Tensor | None = None
@@ -315,4 +330,32 @@ class VideoSession:
         """``outputs`` as the model reads them when tracking frame ``reader`` = (frame
         index, reverse) (see :class:`MemoryView`)."""
         at = None if reader is None else (reader[0], reader[1], self.window)
-        return MemoryView(outputs, self.memory_pos_enc, self.device, at)
+        return MemoryView(outputs, self.memory_pos_enc, self.device, at, self.spill)
+
+    def logits(self, out: FrameOutput) -> torch.Tensor | None:
+        """An output's low-res logits, loaded from disk when spilled; None when dropped."""
+        if out.mask_logits is not None:
+            return out.mask_logits
+        if out.spilled is not None:
+            return self.spill.logits(out.spilled)
+        return None
+
+    def evict(self, obj: ObjectState, frame_idx: int, reverse: bool) -> None:
+        """After tracking ``frame_idx``: move ``obj``'s tracked outputs outside the RAM
+        window to disk (see :meth:`MemoryWindow.evict`)."""
+
+        def spill(t: int, out: FrameOutput) -> FrameOutput:
+            assert out.mask_logits is not None and out.memory_features is not None
+            ref = self.spill.put(obj.obj_id, t, out.mask_logits, out.memory_features)
+            return replace(out, mask_logits=None, memory_features=None, spilled=ref)
+
+        self.window.evict(obj.outputs.non_cond, frame_idx, reverse, spill)
+
+    def forget(self, out: FrameOutput | None) -> None:
+        """Delete the file of an output that is no longer held (if it was spilled)."""
+        if out is not None and out.spilled is not None:
+            self.spill.discard(out.spilled)
+
+    def close(self) -> None:
+        """Delete the session's files on disk (it stays usable)."""
+        self.spill.close()

@@ -37,7 +37,7 @@ from sam2ui.core.modeling.config import SAM2Config
 from sam2ui.core.video.sources.base import DEFAULT_FPS, FrameSource, _as_rgb_uint8, readonly_view
 
 from .memory import MemoryWindow
-from .state import ObjectId, VideoSession
+from .state import ObjectId, ObjectState, VideoSession
 
 if TYPE_CHECKING:
     from .edits import FrameMasks
@@ -128,6 +128,10 @@ class StreamSession(VideoSession):
         self._min_frames = max(model_config.max_obj_ptrs_in_encoder, 1)
         self.num_frames = max(len(source), self._min_frames)
         self.window = MemoryWindow.for_model(model_config, self.num_frames)
+
+    def evict(self, obj: ObjectState, frame_idx: int, reverse: bool) -> None:
+        """A stream drops what the model no longer reads instead of moving it to disk."""
+        self.window.prune(obj.outputs.non_cond, frame_idx, reverse)
 
     def grow(self) -> None:
         """Follow the source after a frame was appended (the pointer window stays put)."""
