@@ -417,7 +417,7 @@ class SAM2VideoPredictor(PromptRemovalMixin):
 
     def _track_frame(self, session: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor:
         """Track every object on one frame (conditioning frames give their stored output),
-        prune what the model no longer reads, record and return the (N, 1, H, W) masks."""
+        record and return the (N, 1, H, W) masks, then move to disk what left the RAM window."""
         rows = []
         for obj in session.objects.values():
             stored = obj.outputs.cond.get(frame_idx)
@@ -429,11 +429,13 @@ class SAM2VideoPredictor(PromptRemovalMixin):
                 out, logits = self._run_frame(
                     session, obj, frame_idx, False, None, None, reverse, True
                 )
+                session.forget(obj.outputs.non_cond.get(frame_idx))  # a file left by a pass
                 obj.outputs.non_cond[frame_idx] = out
-            if not self.keep_all_memories:
-                session.evict(obj, frame_idx, reverse)
             obj.tracked[frame_idx] = reverse
             rows.append(logits)
         masks = self._finish(self._to_video_res(session, torch.cat(rows)))
         session.results.put(frame_idx, session.obj_ids, masks)
+        if not self.keep_all_memories:  # after recording: a SpillError loses nothing tracked
+            for obj in session.objects.values():
+                session.evict(obj, frame_idx, reverse)
         return masks

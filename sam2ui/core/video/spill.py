@@ -12,7 +12,9 @@ Files are written and read with plain ``write`` / ``readinto`` (never memory-map
 pages count in the process's resident memory while mapped). One file per (object slot,
 frame): the logits, then the features, so a read of the features alone skips the logits.
 The directory is deleted when the store is closed, when it is garbage-collected, and at
-interpreter exit (``weakref.finalize``). ``budget_bytes`` bounds the disk use; a write that
+interpreter exit (``weakref.finalize``). Its name carries the process id
+(``sam2ui-mem-<pid>-*``): a process killed before it could clean up leaves its directories
+behind, and the next process to spill deletes those of processes no longer running. ``budget_bytes`` bounds the disk use; a write that
 would pass it, or that the disk refuses, raises :class:`SpillError` and leaves the output in
 RAM, so nothing tracked is lost.
 """
@@ -31,6 +33,48 @@ import torch
 
 # Default disk budget of one session's spilled memories.
 DEFAULT_SPILL_BUDGET = 16 * 1024**3
+_PREFIX = "sam2ui-mem-"
+_swept = False  # whether this process has looked for directories of dead processes
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (True when that cannot be told: keep its files)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def sweep_orphans(root: str | None = None) -> list[str]:
+    """Delete the spill directories in ``root`` (default: the temporary directory) left by
+    processes that are no longer running; returns their paths."""
+    root = tempfile.gettempdir() if root is None else root
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        pid = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        path = os.path.join(root, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _make_directory() -> str:
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_orphans()
+    return tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
 
 
 class SpillError(RuntimeError):
@@ -107,7 +151,7 @@ class SpillStore:
 
     def _path(self, key: tuple[int, int]) -> str:
         if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="sam2ui-mem-")
+            self._dir = _make_directory()
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
         return os.path.join(self._dir, f"{key[0]}-{key[1]}.bin")
 

@@ -6,6 +6,7 @@ synthetic video (a disc moving right, a box moving down, over a gradient).
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -63,7 +64,7 @@ def offline(model, video):
     for t, ids, m in predictor.propagate_in_video(session):
         assert ids == [1]
         masks[t] = m
-        counts[t] = stored_counts(session.objects[1].outputs.non_cond)
+        counts[t] = (*stored_counts(session.objects[1].outputs.non_cond), len(session.spill))
         # The kept (packed) result is the yielded mask.
         assert np.array_equal(session.results.get(t, 1), (m[0, 0] > 0).numpy())
     return predictor, session, masks, counts
@@ -94,13 +95,20 @@ def test_pruned_tracking_is_identical_and_bounded(model, video, offline):
         assert torch.equal(ref, pruned[t]), f"frame {t} differs"
         frac = (ref > 0).float().mean().item()
         assert 0.005 < frac < 0.9, (t, frac)  # a real mask
-    # Frame t has t tracked outputs until the windows are full: 7 features, 16 pointers (what
-    # the next frame reads, and one more of each for a correction on frame t).
-    for t, (features, pointers, _) in counts.items():
-        assert (features, pointers) == (min(t, 7), min(t, 16)), t
-    assert len({counts[t][2] for t in range(16, NUM_FRAMES)}) == 1  # constant bytes
+    # After frame t, RAM holds the memory features of the 7 tracked frames t-6..t (what the
+    # next frame reads, and a correction on frame t) and every frame's pointer and score;
+    # the features and logits of the frames before those are on disk.
+    out = session.objects[1].outputs.non_cond[1]
+    per_frame = sum(x.numel() * x.element_size() for x in (out.obj_ptr, out.object_score_logits))
+    for t, (features, pointers, nbytes, spilled) in counts.items():
+        assert (features, pointers, spilled) == (min(t, 7), t, max(t - 7, 0)), t
+        if t > 7:  # RAM grows by a pointer and a score a frame, nothing more
+            assert nbytes - counts[t - 1][2] == per_frame, t
+    assert per_frame < 2048
+    assert len(session.spill) == NUM_FRAMES - 8
     features, pointers, _ = stored_counts(state.objects[1].outputs.non_cond)
     assert (features, pointers) == (NUM_FRAMES - 1, NUM_FRAMES - 1)
+    assert state.spill.directory is None  # keep_all_memories writes nothing
     assert session.results.nbytes == NUM_FRAMES * (HEIGHT * WIDTH // 8)
 
 
@@ -131,23 +139,41 @@ def test_stream_matches_offline(offline, video):
     assert NUM_FRAMES - 1 in s.objects[1].outputs.cond
 
 
-def test_correction_after_pruning(offline):
-    """Runs last: it changes the shared offline session."""
+def test_correction_behind_the_window(model, video, offline):
+    """Runs last: it changes the shared offline session. A correction on frame 3 (long out
+    of the RAM window) and a reverse pass read its memories back from disk: the masks are
+    those of keeping every memory in RAM, bit for bit."""
     predictor, session, first, _ = offline
     disc = session.objects[1]
-    assert 3 not in disc.outputs.non_cond  # fully pruned (beyond both windows)
-    # A correction click on frame 3: recomputed from what is held, as a conditioning frame.
-    _, _, fixed = predictor.add_new_points_or_box(
-        session, 3, 1, points=[[40.0, 24.0]], labels=[1], clear_old_points=False
-    )
+    assert disc.outputs.non_cond[3].memory_features is None  # out of RAM ...
+    assert disc.outputs.non_cond[3].spilled is not None  # ... on disk
+    full = SAM2VideoPredictor(model, fill_hole_area=0, keep_all_memories=True)
+    state = full.init_state(video)
+    _prompt(full, state)
+    for _ in full.propagate_in_video(state):
+        pass
+    fix = dict(points=[[40.0, 24.0]], labels=[1], clear_old_points=False)
+    _, _, expected = full.add_new_points_or_box(state, 3, 1, **fix)
+    _, _, fixed = predictor.add_new_points_or_box(session, 3, 1, **fix)
     assert 3 in disc.temp.cond
+    assert torch.equal(fixed, expected)
     assert ((fixed[0] > 0) != (first[3][0] > 0)).sum() > 0
-    second = {t: m for t, _, m in predictor.propagate_in_video(session)}
-    assert sorted(second) == list(range(NUM_FRAMES))
+    for pass_args in ({}, {"start_frame_idx": NUM_FRAMES - 1, "reverse": True}):
+        again = list(full.propagate_in_video(state, **pass_args))
+        second = list(predictor.propagate_in_video(session, **pass_args))
+        assert [t for t, _, _ in second] == [t for t, _, _ in again]
+        for (t, _, ref), (_, _, m) in zip(again, second):
+            assert torch.equal(m, ref), f"frame {t} differs"
     assert 3 in disc.outputs.cond and disc.outputs.cond[3].memory_features is not None
-    assert torch.equal(second[3], fixed) and torch.equal(second[0], first[0])
-    assert any(not torch.equal(second[t][0], first[t][0]) for t in range(4, NUM_FRAMES))
-    assert stored_counts(disc.outputs.non_cond)[:2] == (7, 16)
+    assert 3 not in disc.outputs.non_cond
+    # After the reverse pass, RAM holds the features of tracked frames 1, 2, 4, 5, 6 (0 and
+    # 3 are conditioning frames, kept apart); the others are on disk, one file a frame.
+    assert stored_counts(disc.outputs.non_cond)[:2] == (5, NUM_FRAMES - 2)
+    assert len(session.spill) == NUM_FRAMES - 2 - 5
+    directory = session.spill.directory
+    assert directory is not None and len(os.listdir(directory)) == len(session.spill)
+    predictor.reset_state(session)
+    assert not os.path.exists(directory) and session.spill.directory is None
 
 
 def test_stream_before_any_prompt(model, video):

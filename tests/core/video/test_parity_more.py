@@ -3,8 +3,9 @@
 The scenarios of the issue's acceptance list that ``test_predictor_parity.py`` does not
 cover: a correction with the reference's default ``add_all_frames_to_correct_as_cond=False``,
 a new object prompted on the last frame followed by reverse propagation, ``remove_object``
-followed by propagation, and a 20-frame video on which our bounded memory prunes while the
-reference keeps everything: tracked offline and as a stream
+followed by propagation, and a 20-frame video on which our bounded RAM window moves memories
+to disk (offline) or drops them (a stream) while the reference keeps everything: tracked offline
+and as a stream
 (:meth:`SAM2VideoPredictor.init_stream`), each compared with the reference's offline run,
 then corrected on the newest frame and tracked in reverse for a new object.
 
@@ -13,15 +14,14 @@ Set-up as in ``test_predictor_parity.py``: the same random weights
 upcast from bfloat16 (it relies on CUDA autocast) and ``fill_hole_area=0`` (its hole filling
 needs a CUDA extension). To stay fast the model input is 256 pixels (the code paths of 1024
 on a 16 x 16 grid) and the videos are small JPEG folders (6 and 20 frames). Both sides run
-with the reference's default ``add_all_frames_to_correct_as_cond=False``; ours prunes its
-memory as by default, which changes nothing on 6 frames.
+with the reference's default ``add_all_frames_to_correct_as_cond=False``; ours runs with its
+default memory (a RAM window, the rest on disk), which changes nothing on 6 frames.
 
-Pruning keeps what the next frame reads and what a correction on the frame tracked last
-reads, so a pass and such a correction give the reference's results (tested here). A
-correction on an earlier frame, or a pass started in mid-video, reads only what is still held
-there once tracking has gone more than 6 (features) or 15 (pointers) frames past it, and then
-differs from the reference by design (bounded memory; ``keep_all_memories=True`` keeps
-everything, see :mod:`sam2ui.core.video.memory`).
+Offline, what leaves the RAM window is written to the session's spill files and read back when
+needed, so every correction reads what the reference reads (``test_correction_parity.py``
+covers corrections behind the window). A stream cannot revisit old frames and drops instead:
+it keeps what the next frame reads and what a correction on the newest frame reads, which is
+what is tested here.
 
 Tolerance: 1e-4 on every logit, masks identical wherever the reference's logit is farther
 than that from 0, and the same for the stored pointers, object scores and low-res logits.
@@ -103,7 +103,7 @@ def state_dict(meta_checkpoint) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def ours(state_dict) -> SAM2VideoPredictor:
-    """Ours with the reference's correction behaviour; memory pruned as by default."""
+    """Ours with the reference's correction behaviour and the default memory."""
     config = replace(get_config(VARIANT), image_size=SIZE, binarize_mask_from_pts_for_mem_enc=True)
     model = build_sam2(config)
     model.load_state_dict(state_dict)
@@ -151,13 +151,17 @@ def _compare_stored(ref_state, session) -> None:
                     ("obj_ptr", ref["obj_ptr"], out.obj_ptr),
                     ("score", ref["object_score_logits"], out.object_score_logits),
                 ]
-                if out.mask_logits is not None:
-                    pairs.append(("logits", ref["pred_masks"], out.mask_logits))
+                logits = session.logits(out)  # read back from disk when spilled
+                if logits is not None:
+                    pairs.append(("logits", ref["pred_masks"], logits))
                 for name, a, b in pairs:
                     diff = (a - b).abs().max().item()
                     assert diff < TOL, f"{where}: {name} differs by {diff}"
-                if out.memory_features is not None:
-                    a, b = ref["maskmem_features"].float(), out.memory_features.float()
+                features = out.memory_features
+                if features is None and out.spilled is not None:
+                    features = session.spill.features(out.spilled)
+                if features is not None:
+                    a, b = ref["maskmem_features"].float(), features.float()
                     assert torch.allclose(a, b, rtol=2**-7, atol=TOL), where
 
 
@@ -273,9 +277,9 @@ def test_remove_object_then_propagate(reference, ours, short_video):
 
 
 def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
-    """20 frames: ours prunes to 7 memory frames and 16 pointers (what the next frame and a
-    correction on the last one read; the reference keeps every frame), offline and as a
-    stream. Both give the reference's offline masks, the same correction on the newest
+    """20 frames: ours keeps 7 memory frames in RAM and moves the other 12 to disk offline;
+    a stream keeps 7 memory frames and 16 pointers (what the next frame and a correction on
+    the last one read) and drops the rest; the reference keeps every frame in RAM. Both give the reference's offline masks, the same correction on the newest
     frame, and then (offline) the same reverse pass for a new object on the last frame."""
     ref_state, session = _start(reference, ours, long_video)
     with torch.inference_mode():
@@ -285,7 +289,8 @@ def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
     ref_offline: dict[int, torch.Tensor] = {}
     offline = _propagate(reference, ref_state, ours, session, range(LONG), ref_offline)
     assert all(_real(m) for m in offline.values())
-    assert stored_counts(session.objects[1].outputs.non_cond)[:2] == (7, 16)
+    assert stored_counts(session.objects[1].outputs.non_cond)[:2] == (7, LONG - 1)
+    assert len(session.spill) == LONG - 1 - 7
     assert len(ref_state["output_dict_per_obj"][0]["non_cond_frame_outputs"]) == LONG - 1
 
     # The stream sees the same frames (decoded from the same JPEGs) one at a time; it assumes
@@ -300,6 +305,8 @@ def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
         assert idx == t and ids == [1]
         _compare(ref_offline[t], masks, f"stream, frame {t}")
     _compare_stored(ref_state, stream.session)
+    assert stored_counts(stream.session.objects[1].outputs.non_cond)[:2] == (7, 16)
+    assert len(stream.session.spill) == 0
 
     # A correction on the newest frame reads the 6 memories and 15 pointers behind it.
     last = LONG - 1
@@ -312,8 +319,8 @@ def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
     _compare(ref_fixed, streamed, "stream correction")
     assert ((fixed > 0) != (offline[last] > 0)).any(), "the correction changed nothing"
 
-    # A new object on the last frame, then a reverse pass over the whole video: ours prunes
-    # behind it in reverse, after the forward pass pruned the other way.
+    # A new object on the last frame, then a reverse pass over the whole video: ours moves
+    # to disk behind it in reverse, after the forward pass did so the other way.
     _prompt(
         reference, ref_state, ours, session, last, 2, "new object", points=[[58, 21]], labels=[1]
     )
@@ -322,6 +329,8 @@ def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
         start_frame_idx=last, reverse=True,
     )  # fmt: skip
     assert all(_real(m) for m in backwards.values())
-    # Frames 0..6 and 0..15 are kept; object 1's frame 0 is a conditioning frame.
-    assert stored_counts(session.objects[2].outputs.non_cond)[:2] == (7, 16)
-    assert stored_counts(session.objects[1].outputs.non_cond)[:2] == (6, 15)
+    # Frames 0..6 stay in RAM, every pointer is kept; object 1's frame 0 is a conditioning
+    # frame, so it holds 6 of its 18 other frames in RAM.
+    assert stored_counts(session.objects[2].outputs.non_cond)[:2] == (7, LONG - 1)
+    assert stored_counts(session.objects[1].outputs.non_cond)[:2] == (6, LONG - 1)
+    assert len(session.spill) == (LONG - 1 - 7) + (LONG - 1 - 6)
