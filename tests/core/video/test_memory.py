@@ -15,8 +15,10 @@ import torch
 
 from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling.config import get_config
+from sam2ui.core.serving.sessions import SessionManager
 from sam2ui.core.video.memory import MemoryWindow, PackedMask, ResultStore, stored_counts
 from sam2ui.core.video.predictor import SAM2VideoPredictor
+from sam2ui.core.video.spill import DEFAULT_SPILL_BUDGET, SpillError
 
 VARIANT = "sam2.1-hiera-tiny"
 NUM_FRAMES = 21
@@ -137,6 +139,62 @@ def test_stream_matches_offline(offline, video):
     idx, _, after = stream.push(video[-1])
     assert idx == NUM_FRAMES and after.shape == (1, 1, HEIGHT, WIDTH)
     assert NUM_FRAMES - 1 in s.objects[1].outputs.cond
+
+
+def test_disk_budget_hit_mid_video_loses_nothing(model, video, offline):
+    """A budget that holds 3 spilled frames: the 4th spill raises SpillError after its frame
+    was tracked and recorded; that memory stays in RAM. With a larger budget the session
+    goes on from the next frame and gives the offline masks, bit for bit."""
+    _, _, expected, _ = offline
+    predictor = SAM2VideoPredictor(model, fill_hole_area=0)
+    session = predictor.init_state(video)
+    _prompt(predictor, session)
+    seen: dict[int, torch.Tensor] = {}
+
+    def track() -> None:
+        for t, _, masks in predictor.propagate_in_video(session):
+            seen[t] = masks
+            out = session.objects[1].outputs.non_cond.get(1)  # sizes the budget: 3 frames
+            if out is not None and session.spill.budget_bytes == DEFAULT_SPILL_BUDGET:
+                feats = out.memory_features
+                one = session.logits(out).numel() * 4 + feats.numel() * feats.element_size()
+                session.spill.budget_bytes = 3 * one
+
+    with pytest.raises(SpillError, match="disk budget") as info:
+        track()
+    assert "spill_budget_bytes" in str(info.value)
+    # Frames 1..7 in RAM after frame 7; frames 1, 2, 3 spilled after 8, 9, 10; frame 11's
+    # spill of frame 4 fails. Frame 11 itself was tracked and recorded first.
+    last = max(seen)
+    assert last == 10 and all(torch.equal(seen[t], expected[t]) for t in seen)
+    assert np.array_equal(session.results.get(11, 1), (expected[11][0, 0] > 0).numpy())
+    assert len(session.spill) == 3
+    disc = session.objects[1].outputs.non_cond
+    assert disc[4].memory_features is not None and disc[4].spilled is None
+    session.spill.budget_bytes = DEFAULT_SPILL_BUDGET
+    rest = list(predictor.propagate_in_video(session, start_frame_idx=12))
+    assert [t for t, _, _ in rest] == list(range(12, NUM_FRAMES))
+    for t, _, masks in rest:
+        assert torch.equal(masks, expected[t]), f"frame {t} differs after the budget error"
+    assert len(session.spill) == NUM_FRAMES - 8
+
+
+def test_session_manager_close_and_eviction_delete_the_files(model, video):
+    predictor = SAM2VideoPredictor(model, fill_hole_area=0)
+    manager = SessionManager(max_sessions=1)
+    directories, ids = [], []
+    for _ in range(2):
+        session = predictor.init_state(video[:12])
+        _prompt(predictor, session)
+        for _ in predictor.propagate_in_video(session):
+            pass
+        assert len(session.spill) == 12 - 8
+        directories.append(session.spill.directory)
+        ids.append(manager.create(session, kind="video"))  # the second evicts the first
+    assert ids[0] not in manager and ids[1] in manager
+    assert not os.path.exists(directories[0]) and os.path.isdir(directories[1])
+    manager.close(ids[1])
+    assert not os.path.exists(directories[1])
 
 
 def test_correction_behind_the_window(model, video, offline):

@@ -279,8 +279,9 @@ def test_remove_object_then_propagate(reference, ours, short_video):
 def test_long_video_pruned_streamed_and_corrected(reference, ours, long_video):
     """20 frames: ours keeps 7 memory frames in RAM and moves the other 12 to disk offline;
     a stream keeps 7 memory frames and 16 pointers (what the next frame and a correction on
-    the last one read) and drops the rest; the reference keeps every frame in RAM. Both give the reference's offline masks, the same correction on the newest
-    frame, and then (offline) the same reverse pass for a new object on the last frame."""
+    the last one read) and drops the rest; the reference keeps every frame in RAM. Both
+    give the reference's offline masks, the same correction on the newest frame, and then
+    (offline) the same reverse pass for a new object on the last frame."""
     ref_state, session = _start(reference, ours, long_video)
     with torch.inference_mode():
         _, _, ref_frame0 = reference.add_new_points_or_box(ref_state, 0, 1, **BOX)
