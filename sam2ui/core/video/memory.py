@@ -25,7 +25,7 @@ pointer (and object score) when it leaves the pointer reach. That keeps what the
 and a correction on the newest frame read; a correction farther back reads only what is held.
 
 The masks handed out are kept for later use (exports, re-display) as bit-packed boolean masks
-at video resolution (:class:`ResultStore`), one bit a pixel.
+at video resolution (:class:`ResultStore`), one bit a pixel, zlib-compressed when smaller.
 """
 
 from __future__ import annotations
