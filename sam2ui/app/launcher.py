@@ -7,12 +7,14 @@ This is the only module that imports the one that builds the app; the command li
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from .options import AppConfig
 from .ui import build_demo
 
-__all__ = ["launch", "launch_options"]
+__all__ = ["exit_on_sigterm", "launch", "launch_options"]
 
 
 def launch_options(config: AppConfig) -> dict[str, Any]:
@@ -27,9 +29,27 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
     }
 
 
+def exit_on_sigterm() -> bool:
+    """Make SIGTERM (how hosts such as Spaces and containers stop a server) exit the way
+    Ctrl-C does, so exit handlers run and sessions' temporary files (video memories moved to
+    disk) are deleted. Only from the main thread, and only when nobody else handles SIGTERM;
+    returns whether the handler was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    return True
+
+
 def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
     """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
     is passed, then returns the :class:`gradio.Blocks`)."""
+    exit_on_sigterm()
     demo = build_demo(config)
     options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}
     demo.launch(**options)

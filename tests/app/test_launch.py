@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import runpy
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -128,3 +131,30 @@ def test_sam2ui_app_imports_without_gradio_or_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+_SERVER = """
+import sys, torch
+from sam2ui.app.launcher import exit_on_sigterm
+from sam2ui.core.video.spill import SpillStore
+assert exit_on_sigterm() and not exit_on_sigterm()  # installed once; a second is left alone
+store = SpillStore()
+store.put(1, 0, torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 2, 2))
+print(store.directory, flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
+def test_sigterm_stops_the_server_like_ctrl_c(tmp_path) -> None:
+    """Hosts stop servers with SIGTERM: the app exits cleanly, deleting sessions' files."""
+    env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    directory = proc.stdout.readline().strip()
+    assert directory.startswith(str(tmp_path)) and os.path.isdir(directory)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert not os.path.exists(directory)
