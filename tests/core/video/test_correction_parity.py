@@ -187,7 +187,20 @@ def test_reverse_pass_adding_an_object(pair, video):
     run.check()
 
 
-def test_remove_object_then_propagate(pair, video):
+@pytest.mark.parametrize("keep_all_memories", [False, True], ids=["default", "keep_all"])
+def test_remove_object_then_propagate(pair, video, keep_all_memories):
+    """Mask and point prompts of other objects on other frames, two passes, then removing
+    object 1 and tracking again from frame 0: in the default mode (memories on disk) and
+    with every memory in RAM."""
+    ours = pair[1]
+    ours.keep_all_memories = keep_all_memories
+    try:
+        _remove_object_then_propagate(pair, video)
+    finally:
+        ours.keep_all_memories = False
+
+
+def _remove_object_then_propagate(pair, video) -> None:
     run = Run(pair, video)
     run.points(0, 1, **DISC)
     run.points(0, 2, **BOX)
