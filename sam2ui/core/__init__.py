@@ -11,6 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sam2ui.core.compat.onednn import bound_kernel_caches
+
+# As early as possible: oneDNN reads its cache sizes once, when it first runs.
+bound_kernel_caches()
+
 # Public name -> module that defines it.
 _LAZY: dict[str, str] = {
     "VARIANTS": "sam2ui.core.modeling.config",

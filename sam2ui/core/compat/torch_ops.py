@@ -31,6 +31,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from .onednn import bound_kernel_caches
+
+# Before the probes below run oneDNN for the first time (see sam2ui.core.compat.onednn).
+bound_kernel_caches()
+
 LINEAR_POINTWISE = "linear_pointwise"
 LINEAR_ADD = "linear_add"
 MKLDNN_ATTENTION = "mkldnn_attention"

@@ -20,7 +20,9 @@ How :class:`VideoFileSource` finds frame ``i``:
   inside that window (or the last one before the wanted frame); the next steps back are served
   from the chunk, each frame leaving it when handed out. Cost: about one decode per frame when
   a GOP (keyframe interval) fits in the chunk, about GOP / (2 · chunk frames) decodes per frame
-  otherwise; never a GOP per frame. Memory stays under the budget.
+  otherwise; never a GOP per frame. The chunk lives in an anonymous temporary file
+  (:class:`~sam2ui.core.video.sources.spool.FrameSpool`), not in RAM: walking backwards costs
+  no resident memory beyond the LRU cache, and ``chunk_bytes`` of temporary disk at most.
 * **Missing frames.** A frame whose packet exists but does not decode is replaced by the
   nearest earlier decoded frame (logged, and listed in ``substituted``); ``len`` never changes.
 * **Orientation.** The display matrix (rotation/flip metadata) carried by the decoded frames is
@@ -60,6 +62,7 @@ from .base import (
     orientation_from_matrix,
     readonly_view,
 )
+from .spool import FrameSpool
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +77,8 @@ class VideoFileSource(FrameSource):
         path: the video file; its first video stream is used (cover-art streams skipped).
         fps: frame rate to report instead of the file's.
         cache_size: frames kept by the LRU cache (each H*W*3 bytes).
-        chunk_bytes: memory budget of the chunk kept for backward access.
+        chunk_bytes: disk budget of the chunk kept for backward access (a temporary file
+            that vanishes with the source or the process).
         threads: decoder threads (0: FFmpeg picks from the CPU count).
     Raises:
         FileNotFoundError: no such file.
@@ -98,7 +102,7 @@ class VideoFileSource(FrameSource):
         self._threads = int(threads)
         self._lock = threading.RLock()
         self._cache = FrameCache(cache_size)
-        self._chunk: dict[int, np.ndarray] = {}
+        self._chunk = FrameSpool(0)  # sized from the first frame
         self._chunk_bytes = int(chunk_bytes)
         self._container: Any = None
         self._gen: Generator[Any, None, None] | None = None
@@ -150,7 +154,7 @@ class VideoFileSource(FrameSource):
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._cache = FrameCache(cache_size)
-        self._chunk = {}
+        self._chunk = FrameSpool(self._frame_bytes)
         self._gen = None
         self._prev = None
         self._container = None
@@ -169,7 +173,7 @@ class VideoFileSource(FrameSource):
                 self._container = None
             self._prev = None  # a decoded frame keeps the decoder (and its threads) alive
             self._cache.clear()
-            self._chunk.clear()
+            self._chunk.close()
 
     def _read(self, index: int) -> np.ndarray:
         with self._lock:
@@ -177,7 +181,7 @@ class VideoFileSource(FrameSource):
                 raise ValueError(f"{self.name} is closed")
             frame = self._cache.get(index)
             if frame is None:
-                frame = self._chunk.pop(index, None)
+                frame = self._chunk.pop(index)
             if frame is None:
                 backward = self._last is not None and 0 < self._last - index <= _BACK_STEP
                 keep_from = max(index - self._chunk_n + 1, 0) if backward else index
@@ -252,7 +256,9 @@ class VideoFileSource(FrameSource):
         self._orientation = orientation_from_matrix(display_matrix(frame))
         h, w = frame.height, frame.width
         self.height, self.width = (w, h) if self._orientation[0] else (h, w)
-        self._chunk_n = max(self._cache.capacity, self._chunk_bytes // (h * w * 3))
+        self._frame_bytes = h * w * 3
+        self._chunk_n = max(self._cache.capacity, self._chunk_bytes // self._frame_bytes)
+        self._chunk = FrameSpool(self._frame_bytes)
         self._pos = index
         self._cache.put(index, self._convert(frame))
         rate = rational(self._stream.average_rate) or rational(self._stream.guessed_rate)
@@ -377,7 +383,7 @@ class VideoFileSource(FrameSource):
             self._pos, self._prev = index, frame
             if index < target:
                 if index >= keep_from:
-                    self._chunk[index] = self._convert(frame)
+                    self._chunk.put(index, self._convert(frame))
                 continue
             if index == target:
                 return self._convert(frame), None
