@@ -14,13 +14,14 @@ frame): the logits, then the features, so a read of the features alone skips the
 The directory is deleted when the store is closed, when it is garbage-collected, and at
 interpreter exit (``weakref.finalize``). Its name carries the process id
 (``sam2ui-mem-<pid>-*``): a process killed before it could clean up leaves its directories
-behind, and the next process to spill deletes those of processes no longer running. ``budget_bytes`` bounds the disk use; a write that
-would pass it, or that the disk refuses, raises :class:`SpillError` and leaves the output in
-RAM, so nothing tracked is lost.
+behind, and the next process to spill deletes those of processes no longer running.
+``budget_bytes`` bounds the disk use; a write that would pass it, or that the disk refuses,
+raises :class:`SpillError` and leaves the output in RAM, so nothing tracked is lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -209,10 +210,8 @@ class SpillStore:
     def discard(self, ref: SpillRef) -> None:
         """Delete one output's file (nothing happens when it is gone)."""
         if self._sizes.pop(ref.key, None) is not None and self._dir is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self._path(ref.key))
-            except FileNotFoundError:
-                pass
 
     def drop_object(self, obj_id: Hashable) -> None:
         """Delete every file of an object and forget its slot."""
@@ -221,10 +220,8 @@ class SpillStore:
             return
         for key in [k for k in self._sizes if k[0] == slot]:
             self._sizes.pop(key)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(self._path(key))
-            except FileNotFoundError:
-                pass
 
     def close(self) -> None:
         """Delete the directory and everything in it (the store can be used again)."""

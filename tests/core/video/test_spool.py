@@ -10,7 +10,7 @@ import pytest
 
 from sam2ui.core.video.sources.spool import FrameSpool
 
-from .test_sources import H, H264_BFRAMES, W, frame_id, write_video
+from .test_sources import H264_BFRAMES, H, W, frame_id, write_video
 
 av = pytest.importorskip("av")
 from sam2ui.core.video.sources.file import VideoFileSource  # noqa: E402

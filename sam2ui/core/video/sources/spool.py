@@ -51,7 +51,7 @@ class FrameSpool:
         slot = self._free.pop() if reused else self._next_slot
         try:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(dir=self.directory, buffering=0)
+                self._file = tempfile.TemporaryFile(dir=self.directory, buffering=0)  # noqa: SIM115
             self._file.seek(slot * self.slot_bytes)
             data = memoryview(np.ascontiguousarray(frame)).cast("B")
             while data:  # an unbuffered write may take fewer bytes than given
