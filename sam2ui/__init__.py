@@ -17,6 +17,10 @@ _LAZY: dict[str, str] = {
     "SAM2AutomaticMaskGenerator": "sam2ui.core",
     "SAM2ImagePredictor": "sam2ui.core",
     "SAM2VideoPredictor": "sam2ui.core",
+    "build_sam2": "sam2ui.core",
+    "build_sam2_hf": "sam2ui.core",
+    "build_sam2_video_predictor": "sam2ui.core",
+    "build_sam2_video_predictor_hf": "sam2ui.core",
     "get_config": "sam2ui.core",
     "variant_names": "sam2ui.core",
 }
@@ -26,6 +30,10 @@ __all__ = [
     "SAM2ImagePredictor",
     "SAM2VideoPredictor",
     "__version__",
+    "build_sam2",
+    "build_sam2_hf",
+    "build_sam2_video_predictor",
+    "build_sam2_video_predictor_hf",
     "get_config",
     "variant_names",
 ]
@@ -35,6 +43,10 @@ if TYPE_CHECKING:
         SAM2AutomaticMaskGenerator,
         SAM2ImagePredictor,
         SAM2VideoPredictor,
+        build_sam2,
+        build_sam2_hf,
+        build_sam2_video_predictor,
+        build_sam2_video_predictor_hf,
         get_config,
         variant_names,
     )

@@ -26,6 +26,7 @@ _LAZY: dict[str, str] = {
     "SAM2Model": "sam2ui.core.modeling.sam2",
     "set_onednn_linear": "sam2ui.core.modeling.layers",
     "build_sam2": "sam2ui.core.loading.build",
+    "build_sam2_hf": "sam2ui.core.loading.build",
     "infer_variant": "sam2ui.core.loading.checkpoint",
     "load_sam2": "sam2ui.core.loading.checkpoint",
     "read_state_dict": "sam2ui.core.loading.checkpoint",
@@ -36,7 +37,10 @@ _LAZY: dict[str, str] = {
     "SAM2ImagePredictor": "sam2ui.core.image.predictor",
     "SAM2AutomaticMaskGenerator": "sam2ui.core.image.mask_generator",
     "SAM2VideoPredictor": "sam2ui.core.video.predictor",
+    "build_sam2_video_predictor": "sam2ui.core.video.builders",
+    "build_sam2_video_predictor_hf": "sam2ui.core.video.builders",
     "VideoSession": "sam2ui.core.video.state",
+    "UnknownObjectError": "sam2ui.core.video.state",
     "VideoStream": "sam2ui.core.video.stream",
     "FrameSource": "sam2ui.core.video.sources.base",
     "open_frames": "sam2ui.core.video.sources.open",
@@ -126,11 +130,15 @@ __all__ = [
     "SAM2VideoPredictor",
     "SessionManager",
     "SessionNotFound",
+    "UnknownObjectError",
     "VideoAnnotator",
     "VideoObject",
     "VideoSession",
     "VideoStream",
     "build_sam2",
+    "build_sam2_hf",
+    "build_sam2_video_predictor",
+    "build_sam2_video_predictor_hf",
     "check_prompts_inside",
     "cutout_png",
     "davis_palette",
@@ -205,7 +213,7 @@ if TYPE_CHECKING:
     )
     from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
     from sam2ui.core.image.predictor import SAM2ImagePredictor
-    from sam2ui.core.loading.build import build_sam2
+    from sam2ui.core.loading.build import build_sam2, build_sam2_hf
     from sam2ui.core.loading.checkpoint import infer_variant, load_sam2, read_state_dict
     from sam2ui.core.loading.devices import resolve_device, resolve_dtype
     from sam2ui.core.loading.hub import CheckpointUnavailableError, download_checkpoint
@@ -240,10 +248,14 @@ if TYPE_CHECKING:
         video_predictor,
     )
     from sam2ui.core.serving.sessions import CancellableIterator, SessionManager, SessionNotFound
+    from sam2ui.core.video.builders import (
+        build_sam2_video_predictor,
+        build_sam2_video_predictor_hf,
+    )
     from sam2ui.core.video.predictor import SAM2VideoPredictor
     from sam2ui.core.video.sources.base import FrameSource
     from sam2ui.core.video.sources.open import open_frames
-    from sam2ui.core.video.state import VideoSession
+    from sam2ui.core.video.state import UnknownObjectError, VideoSession
     from sam2ui.core.video.stream import VideoStream
 
 

@@ -2,11 +2,13 @@
 
 Any common image becomes a (3, H, W) float32 tensor in [0, 1]; preprocessing resizes it to the
 model's square input with antialiased bilinear interpolation and normalises it with the
-ImageNet statistics, as SAM 2 was trained.
+ImageNet statistics, as SAM 2 was trained. :func:`check_prompt_points` is the one check that
+clicks and box corners lie on the image, shared by the image and the video predictors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -120,3 +122,34 @@ def preprocess(images: list[torch.Tensor], size: int) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch - mean) / std
+
+
+def check_prompt_points(
+    coords: torch.Tensor,
+    name: Callable[[int], str],
+    size: tuple[int, int],
+    normalized: bool,
+    image: str = "image",
+) -> None:
+    """ValueError unless every (x, y) row of ``coords`` (K, 2) is finite and lies on the
+    image of ``size`` (W, H): in [0, W] x [0, H] for pixels (the border, x = W or y = H, is
+    inside: the annotators clip boxes to it), in [0, 1] x [0, 1] for ``normalized`` fractions.
+    ``name(k)`` names row k in the message (e.g. ``"point_coords[1]"``)."""
+    width, height = size
+    rows = coords.detach().reshape(-1, 2).to(device="cpu", dtype=torch.float64)
+    finite = torch.isfinite(rows).all(dim=1)
+    limit = torch.tensor([1.0, 1.0] if normalized else [float(width), float(height)])
+    inside = finite & (rows >= 0).all(dim=1) & (rows <= limit).all(dim=1)
+    if bool(inside.all()):
+        return
+    k = int((~inside).nonzero()[0, 0])
+    x, y = (str(np.float32(v)) for v in rows[k].tolist())  # as the model reads them
+    where = f"{name(k)} = ({x}, {y})"
+    if not bool(finite[k]):
+        raise ValueError(f"{where} contains NaN or infinite values ({width} x {height} {image})")
+    if normalized:
+        raise ValueError(
+            f"{where} lies outside [0, 1] x [0, 1]: with normalize_coords=False coordinates "
+            f"are fractions of the {width} x {height} {image}"
+        )
+    raise ValueError(f"{where} lies outside the {width} x {height} {image}")

@@ -141,7 +141,8 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         """Forget the object, its prompts and its tracked masks on every frame."""
         self._obj(obj_id)
         self._check_idle()
-        self.predictor.remove_object(self.session, obj_id, need_output=False)
+        # Not in the predictor's session when it was never prompted.
+        self.predictor.remove_object(self.session, obj_id, strict=False, need_output=False)
         del self._objects[obj_id]
         for key in [k for k in self._undo if k[0] == obj_id]:
             del self._undo[key]

@@ -14,31 +14,11 @@ import torch
 
 from sam2ui.core.loading.devices import resolve_device, resolve_dtype
 from sam2ui.core.modeling import ImageFeatures, SAM2Model
-from sam2ui.core.modeling.prompt_encoder import POINT_LABELS
 from sam2ui.core.modeling.transformer import ImageKeys
 from sam2ui.core.transforms import ImageLike, image_to_tensor, preprocess
 
+from .prompt_input import ImagePrompts, Prompt, read_prompts
 from .upsample import upsample_logits, upsample_masks
-
-Prompt = Any  # numpy array, sequence or torch tensor
-
-
-def _as_float_tensor(value: Prompt, name: str, device: torch.device) -> torch.Tensor:
-    try:
-        tensor = torch.as_tensor(
-            np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value
-        )
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
-    if not (
-        tensor.is_floating_point()
-        or tensor.dtype in (torch.int32, torch.int64, torch.int16, torch.uint8)
-    ):
-        raise TypeError(f"{name} must be numeric, got dtype {tensor.dtype}")
-    tensor = tensor.to(device=device, dtype=torch.float32)
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return tensor
 
 
 class SAM2ImagePredictor:
@@ -86,14 +66,18 @@ class SAM2ImagePredictor:
         checkpoint (Meta ``.pt``, or a transformers-format folder / ``.safetensors``).
 
         ``device`` defaults to cuda, then mps, then cpu; ``dtype`` is float32 or bfloat16.
-        Extra keyword arguments (mask_threshold, max_hole_area, ...) go to the predictor.
+        Meta's builder keywords (``mode``, ``hydra_overrides_extra``, ``apply_postprocessing``)
+        act as in :func:`~sam2ui.core.loading.build.build_sam2`; other keyword arguments
+        (mask_threshold, max_hole_area, ...) go to the predictor.
         """
-        from sam2ui.core.loading.checkpoint import load_sam2
+        from sam2ui.core.loading.build import META_BUILDER_ARGS, load_for_predictor
 
-        model = load_sam2(
-            model_id, variant=variant, device=resolve_device(device), dtype=resolve_dtype(dtype)
-        )
-        return cls(model, **kwargs)
+        meta = {k: kwargs.pop(k) for k in META_BUILDER_ARGS if k in kwargs}
+        built = load_for_predictor(
+            model_id, video=False, variant=variant, device=resolve_device(device),
+            dtype=resolve_dtype(dtype), **meta,
+        )  # fmt: skip
+        return cls(built.model, **kwargs)
 
     # ------------------------------------------------------------------ state
     @property
@@ -178,7 +162,7 @@ class SAM2ImagePredictor:
             coords = coords / torch.tensor([w, h], dtype=coords.dtype, device=coords.device)
         return coords * size
 
-    def _prep_prompts(
+    def _read_prompts(
         self,
         point_coords: Prompt | None,
         point_labels: Prompt | None,
@@ -186,75 +170,18 @@ class SAM2ImagePredictor:
         mask_input: Prompt | None,
         normalize_coords: bool,
         img_idx: int,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        device = self.device
-        hw = self._orig_hw[img_idx]
-        coords = labels = boxes = masks = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be given with point_coords")
-            coords = _as_float_tensor(point_coords, "point_coords", device)
-            if coords.ndim == 2:
-                coords = coords[None]
-            if coords.ndim != 3 or coords.shape[-1] != 2:
-                raise ValueError(
-                    "point_coords must have shape (N, 2) or (B, N, 2); "
-                    f"got {tuple(np.shape(point_coords))}"
-                )
-            labels = torch.as_tensor(
-                np.asarray(point_labels)
-                if not isinstance(point_labels, torch.Tensor)
-                else point_labels
-            )
-            if labels.is_floating_point():
-                if not torch.isfinite(labels).all() or (labels != labels.round()).any():
-                    raise ValueError("point_labels must be integers")
-            elif labels.dtype == torch.bool:
-                raise TypeError(
-                    "point_labels must be integers (1 positive, 0 negative), not booleans"
-                )
-            labels = labels.to(device=device, dtype=torch.int32)
-            if labels.ndim == 1:
-                labels = labels[None]
-            if labels.shape != coords.shape[:2]:
-                raise ValueError(
-                    f"point_labels shape {tuple(labels.shape)} does not match point_coords "
-                    f"shape {tuple(coords.shape)}"
-                )
-            bad = ~torch.isin(labels, torch.tensor(POINT_LABELS, device=device, dtype=torch.int32))
-            if bad.any():
-                raise ValueError(
-                    f"point label {int(labels[bad][0])} is not one the model knows: "
-                    "use 1 (positive), "
-                    "0 (negative), -1 (padding), 2/3 (box corners)"
-                )
-            coords = self.transform_coords(coords, normalize_coords, hw)
-        elif point_labels is not None:
-            raise ValueError("point_labels given without point_coords")
-        if box is not None:
-            b = _as_float_tensor(box, "box", device)
-            if b.ndim == 1:
-                b = b[None]
-            if b.ndim != 2 or b.shape[-1] != 4:
-                raise ValueError(
-                    f"box must have shape (4,) or (B, 4) in XYXY; got {tuple(np.shape(box))}"
-                )
-            if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-                raise ValueError("box must be XYXY with x1 >= x0 and y1 >= y0")
-            boxes = self.transform_coords(b.reshape(-1, 2, 2), normalize_coords, hw)
-        if mask_input is not None:
-            m = _as_float_tensor(mask_input, "mask_input", device)
-            if m.ndim == 3:
-                m = m[None]
-            low = self.model.config.low_res_size
-            if m.ndim != 4 or m.shape[1:] != (1, low, low):
-                raise ValueError(
-                    f"mask_input must be low-res logits of shape (1, {low}, {low}) or "
-                    f"(B, 1, {low}, {low}), e.g. low_res_masks of a previous predict; "
-                    f"got {tuple(m.shape)}"
-                )
-            masks = m
-        return coords, labels, boxes, masks
+        batch: bool = False,
+    ) -> ImagePrompts:
+        """Checked prompts of image ``img_idx``; messages name the arguments of
+        :meth:`predict_batch` (with the image index) when ``batch``."""
+        h, w = self._orig_hw[img_idx]
+        names = ("point_coords", "point_labels", "box", "mask_input")
+        if batch:
+            names = tuple(f"{name}_batch[{img_idx}]" for name in names)  # type: ignore[assignment]
+        return read_prompts(
+            point_coords, point_labels, box, mask_input, size=(w, h),
+            normalized=not normalize_coords, low_res=self.model.config.low_res_size, names=names,
+        )  # fmt: skip
 
     @torch.inference_mode()
     def predict(
@@ -270,10 +197,14 @@ class SAM2ImagePredictor:
         """Masks for the prompts on the current image.
 
         Args:
-            point_coords: (N, 2) or (B, N, 2) pixel (x, y); point_labels: (N,) or (B, N),
-                1 positive / 0 negative.
+            point_coords: (N, 2) or (B, N, 2) pixel (x, y), or a list of B (N_i, 2) arrays
+                for objects with different numbers of points; point_labels: (N,), (B, N) or
+                a list of B (N_i,) arrays, 1 positive / 0 negative.
             box: (4,) or (B, 4) XYXY pixels; mask_input: (1, 256, 256) or (B, 1, 256, 256)
                 logits from a previous prediction.
+            Points and box corners must lie on the image, [0, W] x [0, H] (the border
+            included); a ValueError names the first that does not (see
+            :mod:`~sam2ui.core.image.prompt_input`).
             multimask_output: three candidate masks instead of one.
             return_logits: return mask logits instead of boolean masks.
             normalize_coords: coordinates are pixels (True) or [0, 1] fractions (False).
@@ -284,10 +215,11 @@ class SAM2ImagePredictor:
         """
         if self._features is None:
             raise RuntimeError("an image must be set with set_image(...) before predict")
-        return self._predict_numpy(
-            point_coords, point_labels, box, mask_input, multimask_output, return_logits,
-            normalize_coords, img_idx=-1,
-        )  # fmt: skip
+        idx = len(self._orig_hw) - 1
+        prompts = self._read_prompts(
+            point_coords, point_labels, box, mask_input, normalize_coords, idx
+        )
+        return self._predict_numpy(prompts, multimask_output, return_logits, normalize_coords, idx)
 
     @torch.inference_mode()
     def predict_batch(
@@ -300,7 +232,9 @@ class SAM2ImagePredictor:
         return_logits: bool = False,
         normalize_coords: bool = True,
     ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-        """:meth:`predict` for each image of :meth:`set_image_batch`: lists indexed by image."""
+        """:meth:`predict` for each image of :meth:`set_image_batch`: lists indexed by image
+        (each entry in any form :meth:`predict` takes). Every image's prompts are checked
+        before any is decoded."""
         if self._features is None or not self._is_batch:
             raise RuntimeError("predict_batch needs images set with set_image_batch(...)")
         n = len(self._orig_hw)
@@ -312,35 +246,38 @@ class SAM2ImagePredictor:
         ):
             if values is not None and len(values) != n:
                 raise ValueError(f"{name} has {len(values)} entries for {n} images")
-        outs: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        prompts = []  # every image's prompts are checked before any is decoded
         for i in range(n):
+            prompts.append(
+                self._read_prompts(
+                    point_coords_batch[i] if point_coords_batch is not None else None,
+                    point_labels_batch[i] if point_labels_batch is not None else None,
+                    box_batch[i] if box_batch is not None else None,
+                    mask_input_batch[i] if mask_input_batch is not None else None,
+                    normalize_coords,
+                    i,
+                    batch=True,
+                )
+            )
+        outs: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        for i, image_prompts in enumerate(prompts):
             result = self._predict_numpy(
-                point_coords_batch[i] if point_coords_batch is not None else None,
-                point_labels_batch[i] if point_labels_batch is not None else None,
-                box_batch[i] if box_batch is not None else None,
-                mask_input_batch[i] if mask_input_batch is not None else None,
-                multimask_output, return_logits, normalize_coords, img_idx=i,
-            )  # fmt: skip
+                image_prompts, multimask_output, return_logits, normalize_coords, i
+            )
             for acc, value in zip(outs, result):
                 acc.append(value)
         return outs
 
     def _predict_numpy(
         self,
-        point_coords: Prompt | None,
-        point_labels: Prompt | None,
-        box: Prompt | None,
-        mask_input: Prompt | None,
+        prompts: ImagePrompts,
         multimask_output: bool,
         return_logits: bool,
         normalize_coords: bool,
         img_idx: int,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        coords, labels, boxes, masks_in = self._prep_prompts(
-            point_coords, point_labels, box, mask_input, normalize_coords, img_idx
-        )
-        masks, iou, low_res = self.predict_torch(
-            coords, labels, boxes, masks_in, multimask_output, return_logits, img_idx
+        masks, iou, low_res = self._decode(
+            prompts, multimask_output, return_logits, normalize_coords, img_idx
         )
         squeeze = masks.shape[0] == 1
         out = []
@@ -348,6 +285,47 @@ class SAM2ImagePredictor:
             t = t[0] if squeeze else t
             out.append(t.cpu().numpy() if t.dtype == torch.bool else t.float().cpu().numpy())
         return out[0], out[1], out[2]
+
+    def _decode(
+        self,
+        prompts: ImagePrompts,
+        multimask_output: bool,
+        return_logits: bool,
+        normalize_coords: bool,
+        img_idx: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_torch` on checked prompts. Objects with different numbers of points
+        decode in groups of equal counts, then go back into the given order."""
+        device, hw = self.device, self._orig_hw[img_idx]
+        boxes = masks = None
+        if prompts.boxes is not None:
+            corners = prompts.boxes.to(device).reshape(-1, 2, 2)
+            boxes = self.transform_coords(corners, normalize_coords, hw)
+        if prompts.masks is not None:
+            masks = prompts.masks.to(device)
+        groups = prompts.groups() if prompts.points is not None else [[]]
+        parts, order = [], []
+        for rows in groups:
+            coords = labels = None
+            if rows:
+                coords, labels = prompts.stacked_points(rows)
+                coords = self.transform_coords(coords.to(device), normalize_coords, hw)
+                labels = labels.to(device)
+            pick = torch.tensor(rows, device=device)
+            part_boxes = boxes if boxes is None or len(groups) == 1 else boxes[pick]
+            part_masks = masks
+            if masks is not None and masks.shape[0] > 1 and len(groups) > 1:
+                part_masks = masks[pick]
+            part = self.predict_torch(
+                coords, labels, part_boxes, part_masks, multimask_output, return_logits, img_idx
+            )
+            parts.append(part)
+            order.extend(rows)
+        if len(parts) == 1:
+            return parts[0]
+        back = torch.argsort(torch.tensor(order, device=device))
+        m, i, low = (torch.cat([p[k] for p in parts])[back] for k in range(3))
+        return m, i, low
 
     @torch.inference_mode()
     def predict_torch(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,6 +332,7 @@ def load_sam2(
     dtype: torch.dtype = torch.float32,
     revision: str | None = None,
     allow_missing_memory: bool | None = None,
+    adjust: Callable[[SAM2Config], SAM2Config] | None = None,
 ) -> SAM2Model:
     """Build a SAM 2 model and load its weights, ready for inference (eval mode).
 
@@ -342,8 +343,10 @@ def load_sam2(
     look like. ``dtype`` is the compute dtype (``model.set_compute_dtype``). ``revision`` picks
     a hub revision. ``allow_missing_memory`` (default: only when the checkpoint has no memory
     weights at all) permits an image-only checkpoint; see :func:`load_state_dict_strict`.
+    ``adjust``, when given, turns the chosen config into the one built (Meta-style overrides,
+    see :func:`sam2ui.core.loading.build.load_for_predictor`).
     """
-    from .build import build_sam2
+    from sam2ui.core.modeling import SAM2Model
 
     path, hub_config = _resolve(id_or_path, revision)
     state_dict, file_config = read_state_dict(path)
@@ -367,11 +370,13 @@ def load_sam2(
                 f"cannot tell which SAM 2 variant {path} holds; pass it, e.g. {hint}"
             )
         config = get_config(guess)
+    if adjust is not None:
+        config = adjust(config)
     if allow_missing_memory is None:
         allow_missing_memory = not any(is_memory_key(k) for k in state_dict)
 
     with torch.device(device):
-        model = build_sam2(config)
+        model = SAM2Model(config)
     load_state_dict_strict(model, state_dict, allow_missing_memory=allow_missing_memory)
     if dtype != torch.float32:
         model.set_compute_dtype(dtype)

@@ -204,11 +204,24 @@ def variant_names() -> list[str]:
     return list(VARIANTS)
 
 
+def _strip_config_folders(key: str) -> str:
+    """``sam2.1_hiera_t`` from the reference's config paths (``configs/sam2.1/sam2.1_hiera_t``,
+    ``sam2.1/sam2.1_hiera_t``); a version folder must match the file's version."""
+    parts = key.split("/")
+    if parts[0] == "configs" and len(parts) > 1:
+        parts = parts[1:]
+    if len(parts) == 2 and parts[0] in ("sam2", "sam2.1") and parts[1].startswith(parts[0] + "_"):
+        parts = parts[1:]
+    return "/".join(parts)
+
+
 def get_config(name: str) -> SAM2Config:
     """Config of an official variant by name, hub id, or reference config name.
 
-    Accepts ``"sam2.1-hiera-tiny"``, ``"facebook/sam2.1-hiera-tiny"``, ``"sam2.1_hiera_t"`` or
-    ``"sam2.1_hiera_t.yaml"``. Raises ``ValueError`` naming the known variants otherwise.
+    Accepts ``"sam2.1-hiera-tiny"``, ``"facebook/sam2.1-hiera-tiny"``, ``"sam2.1_hiera_t"``,
+    ``"sam2.1_hiera_t.yaml"`` or the reference's config paths (``"sam2.1/sam2.1_hiera_t.yaml"``,
+    ``"configs/sam2/sam2_hiera_b+.yaml"``). Raises ``ValueError`` naming the known variants
+    otherwise.
     """
     if not isinstance(name, str):
         raise TypeError(f"variant name must be a string, got {type(name).__name__}")
@@ -216,7 +229,7 @@ def get_config(name: str) -> SAM2Config:
     for suffix in (".yaml", ".pt"):
         if key.endswith(suffix):
             key = key[: -len(suffix)]
-    key = key.rsplit("/", 1)[-1] if key.startswith("configs/") else key
+    key = _strip_config_folders(key)
     canonical = key if key in VARIANTS else _ALIASES.get(key)
     if canonical is None:
         raise ValueError(f"unknown SAM 2 variant {name!r}; known variants: {', '.join(VARIANTS)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .state import ObjectId, VideoSession
+from .state import ObjectId, UnknownObjectError, VideoSession
 
 FrameMasks = tuple[int, list[ObjectId], torch.Tensor]  # (frame_idx, obj_ids, (N, 1, H, W))
 
@@ -56,19 +56,18 @@ class PromptRemovalMixin:
         self,
         inference_state: VideoSession,
         obj_id: ObjectId,
-        strict: bool = False,
+        strict: bool = True,
         need_output: bool = True,
     ) -> tuple[list[ObjectId], list[tuple[int, torch.Tensor]]]:
         """Drop an object. Returns the remaining ids and, when ``need_output``, the updated
-        masks (frame_idx, (N, 1, H, W)) of the frames it had prompts on. An unknown id is
-        ignored, or a RuntimeError when ``strict``."""
+        masks (frame_idx, (N, 1, H, W)) of the frames it had prompts on. An unknown id raises
+        :class:`~sam2ui.core.video.state.UnknownObjectError` (a KeyError and a ValueError),
+        or is ignored with ``strict=False`` (the reference's default)."""
         session = inference_state
         obj = session.objects.get(obj_id)
         if obj is None:
             if strict:
-                raise RuntimeError(
-                    f"cannot remove object id {obj_id!r}: no such object (ids: {session.obj_ids})"
-                )
+                raise UnknownObjectError(obj_id, session.obj_ids, "remove")
             return session.obj_ids, []
         prompted = sorted(set(obj.points) | set(obj.masks))
         del session.objects[obj_id]

@@ -14,7 +14,9 @@ are cached. Differences from the reference:
 * hole filling (``fill_hole_area``) works on every device, without a compiled extension;
 * ``clear_non_cond_mem_around_input`` clears the prompted object's memories only (the
   reference 1.1.0 calls such a per-object step but does not define it);
-* ``clear_all_prompts_in_frame`` with an unknown object id raises instead of adding it.
+* ``clear_all_prompts_in_frame`` with an unknown object id raises instead of adding it, and
+  so does ``remove_object`` unless ``strict=False`` (the reference's default ignores it);
+* clicks and boxes off the frame, and frame indices that are not integers, are errors.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from sam2ui.core.video.sources.base import VideoInput, preprocess_frame
 from sam2ui.core.video.sources.open import open_frames
 
 from .edits import FrameMasks, PromptRemovalMixin
+from .prompt_input import frame_count, object_ids, object_masks, object_point_inputs
 from .spill import DEFAULT_SPILL_BUDGET
 from .state import (
     MEMORY_STORAGE_DTYPE,
@@ -50,7 +53,6 @@ from .state import (
     ObjectState,
     PointInputs,
     VideoSession,
-    mask_prompt,
 )
 
 if TYPE_CHECKING:
@@ -123,14 +125,17 @@ class SAM2VideoPredictor(PromptRemovalMixin):
     ) -> SAM2VideoPredictor:
         """Load a model (hub id, variant name or local checkpoint, see
         :func:`~sam2ui.core.loading.checkpoint.load_sam2`) configured for video, and wrap it.
-        Extra keyword arguments go to the predictor."""
-        from sam2ui.core.loading.checkpoint import load_sam2
+        Meta's builder keywords (``mode``, ``hydra_overrides_extra``, ``apply_postprocessing``,
+        ``vos_optimized``) act as in :func:`~sam2ui.core.video.builders.build_sam2_video_predictor`;
+        other keyword arguments go to the predictor."""
+        from sam2ui.core.loading.build import META_BUILDER_ARGS, load_for_predictor
 
-        model = load_sam2(
-            model_id, variant=variant, device=resolve_device(device), dtype=resolve_dtype(dtype)
-        )
-        model.config = replace(model.config, binarize_mask_from_pts_for_mem_enc=True)
-        return cls(model, **kwargs)
+        meta = {k: kwargs.pop(k) for k in META_BUILDER_ARGS if k in kwargs}
+        built = load_for_predictor(
+            model_id, video=True, variant=variant, device=resolve_device(device),
+            dtype=resolve_dtype(dtype), **meta,
+        )  # fmt: skip
+        return cls(built.model, **{**built.predictor_options, **kwargs})
 
     @property
     def image_size(self) -> int:
@@ -202,43 +207,68 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         self,
         inference_state: VideoSession,
         frame_idx: int,
-        obj_id: ObjectId,
+        obj_id: ObjectId | list[ObjectId] | None = None,
         points: Any = None,
         labels: Any = None,
         clear_old_points: bool = True,
         normalize_coords: bool = True,
         box: Any = None,
+        *,
+        obj_ids: ObjectId | list[ObjectId] | None = None,
     ) -> FrameMasks:
         """Add clicks (``points`` (N, 2) x, y with ``labels`` (N,), 1 positive / 0 negative)
         and/or a ``box`` (x0, y0, x1, y1) for ``obj_id`` on a frame. Coordinates are video
-        pixels, or [0, 1] fractions when ``normalize_coords`` is False. Returns the frame's
-        masks for all objects."""
+        pixels in [0, W] x [0, H], or [0, 1] fractions when ``normalize_coords`` is False.
+
+        Several objects at once: ``obj_id`` (or ``obj_ids``) a list of ids, and ``points`` /
+        ``labels`` / ``box`` lists with one entry per object (an (N_i, 2) array, its (N_i,)
+        labels, a box or None); the same as one call per object in that order. Every
+        prompt is checked first: on an error nothing changes. Returns the frame's masks for
+        all objects."""
         session = inference_state
         frame_idx = session.check_frame(frame_idx)
-        new = PointInputs.from_prompt(
-            points, labels, box, clear_old_points, self.image_size,
-            (session.video_height, session.video_width) if normalize_coords else None,
-        ).to(self.device)  # fmt: skip
-        obj = session.object(obj_id, create=True)
-        old = None if clear_old_points else obj.points.get(frame_idx)
-        prompt = new if old is None else old.extended(new)
-        obj.points[frame_idx] = prompt
-        obj.masks.pop(frame_idx, None)
-        return self._prompt_frame(session, obj, frame_idx, prompt, None)
+        ids, many = object_ids(obj_id, obj_ids)
+        prompts = object_point_inputs(
+            ids, many, points, labels, box, clear_old_points, self.image_size,
+            (session.video_width, session.video_height), not normalize_coords,
+        )  # fmt: skip
+        result: FrameMasks | None = None
+        for oid, new in zip(ids, prompts):
+            obj = session.object(oid, create=True)
+            old = None if clear_old_points else obj.points.get(frame_idx)
+            prompt = new.to(self.device) if old is None else old.extended(new.to(self.device))
+            obj.points[frame_idx] = prompt
+            obj.masks.pop(frame_idx, None)
+            result = self._prompt_frame(session, obj, frame_idx, prompt, None)
+        assert result is not None
+        return result
 
     @torch.inference_mode()
     def add_new_mask(
-        self, inference_state: VideoSession, frame_idx: int, obj_id: ObjectId, mask: Any
+        self,
+        inference_state: VideoSession,
+        frame_idx: int,
+        obj_id: ObjectId | list[ObjectId] | None = None,
+        mask: Any = None,
+        *,
+        obj_ids: ObjectId | list[ObjectId] | None = None,
     ) -> FrameMasks:
         """Give ``obj_id`` a mask (H, W) (bool or 0/1, any size; resized to the model input)
-        on a frame. Returns the frame's masks for all objects."""
+        on a frame; or several objects (a list of ids, ``mask`` a list with one mask each).
+        Every mask is checked first. Returns the frame's masks for all objects."""
         session = inference_state
         frame_idx = session.check_frame(frame_idx)
-        m = mask_prompt(mask, self.image_size).to(self.device)
-        obj = session.object(obj_id, create=True)
-        obj.masks[frame_idx] = m
-        obj.points.pop(frame_idx, None)
-        return self._prompt_frame(session, obj, frame_idx, None, m)
+        ids, many = object_ids(obj_id, obj_ids)
+        masks = object_masks(ids, many, mask, self.image_size)
+        result: FrameMasks | None = None
+        for oid, m in zip(ids, masks):
+            m = m.to(self.device)
+            obj = session.object(oid, create=True)
+            obj.masks[frame_idx] = m
+            obj.points.pop(frame_idx, None)
+            result = self._prompt_frame(session, obj, frame_idx, None, m)
+        assert result is not None
+        return result
 
     def _prompt_frame(
         self,
@@ -401,13 +431,14 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         over up to ``max_frame_num_to_track`` further frames, forwards or in ``reverse``.
         Yields ``(frame_idx, obj_ids, masks (N, 1, H, W) logits)`` frame by frame."""
         session = inference_state
+        # Arguments first: a bad one leaves the session as it was.
+        if start_frame_idx is not None:
+            start_frame_idx = session.check_frame(start_frame_idx)
+        span = frame_count(max_frame_num_to_track, session.num_frames)
         self.propagate_in_video_preflight(session)
         if start_frame_idx is None:
             start_frame_idx = min(t for obj in session.objects.values() for t in obj.outputs.cond)
-        start = session.check_frame(start_frame_idx)
-        span = session.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
-        if span < 0:
-            raise ValueError(f"max_frame_num_to_track must be >= 0, got {span}")
+        start: int = start_frame_idx
         if reverse:
             order = range(start, max(start - span, 0) - 1, -1) if start > 0 else range(0)
         else:

@@ -55,7 +55,7 @@ def sweep_orphans(root: str | None = None) -> list[str]:
     """Delete the spill directories in ``root`` (default: the temporary directory) left by
     processes that are no longer running; returns their paths."""
     root = tempfile.gettempdir() if root is None else root
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(root)
     except OSError:

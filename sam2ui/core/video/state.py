@@ -8,6 +8,7 @@ input size, h = w = S / 16 the embedding grid.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -15,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sam2ui.core.modeling.config import SAM2Config
 from sam2ui.core.modeling.tracking import FrameMemory
@@ -30,26 +30,41 @@ ObjectId = Hashable  # the caller's name for an object (usually an int)
 MEMORY_STORAGE_DTYPE = torch.bfloat16
 
 
-def _as_tensor(value: Any, dtype: torch.dtype, name: str) -> torch.Tensor:
-    try:
-        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
-    return tensor.detach().to(device="cpu", dtype=dtype)
+class UnknownObjectError(KeyError, ValueError):
+    """An object id the session does not have: a failed look-up (KeyError) and a bad
+    argument (ValueError), so either ``except`` clause catches it. ``obj_id`` is the id asked
+    for, ``known_ids`` the session's ids then."""
+
+    def __init__(self, obj_id: Any, known_ids: list[Any], action: str = "") -> None:
+        self.obj_id = obj_id
+        self.known_ids = list(known_ids)
+        self.action = action
+        known = (
+            f"the session's object ids are {self.known_ids}"
+            if self.known_ids
+            else "the session has no objects yet"
+        )
+        doing = f"cannot {action} object id {obj_id!r}: no such object" if action else None
+        super().__init__(f"{doing or f'unknown object id {obj_id!r}'}; {known}")
+
+    def __str__(self) -> str:  # KeyError's own would quote the message
+        return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:  # errors of a worker process come back pickled
+        return type(self), (self.obj_id, self.known_ids, self.action)
 
 
-def mask_prompt(mask: Any, image_size: int) -> torch.Tensor:
-    """A user mask (H, W), bool or 0/1 of any size -> (1, 1, S, S) float 0/1 on the CPU,
-    resized (antialiased bilinear, then >= 0.5) when it is not already S x S."""
-    m = _as_tensor(mask, torch.bool, "mask") if not isinstance(mask, torch.Tensor) else mask
-    if m.ndim != 2 or m.numel() == 0:
-        raise ValueError(f"mask must be a non-empty 2-D (H, W) array, got shape {tuple(m.shape)}")
-    m = m.detach().cpu()[None, None].float()
-    size = (image_size, image_size)
-    if tuple(m.shape[-2:]) != size:
-        m = F.interpolate(m, size, mode="bilinear", align_corners=False, antialias=True)
-        m = (m >= 0.5).float()
-    return m
+def frame_index(frame_idx: Any) -> int:
+    """``frame_idx`` as an int (Python or NumPy integers, one-element integer tensors), or an
+    IndexError saying what was received instead."""
+    if not isinstance(frame_idx, (bool, np.bool_)):
+        try:
+            return operator.index(frame_idx)
+        except TypeError:
+            pass
+    raise IndexError(
+        f"frame index must be an integer, got {frame_idx!r} ({type(frame_idx).__name__})"
+    )
 
 
 @dataclass(frozen=True)
@@ -59,52 +74,6 @@ class PointInputs:
 
     coords: torch.Tensor
     labels: torch.Tensor
-
-    @classmethod
-    def from_prompt(
-        cls,
-        points: Any,
-        labels: Any,
-        box: Any,
-        clear_old_points: bool,
-        image_size: int,
-        video_hw: tuple[int, int] | None,
-    ) -> PointInputs:
-        """Clicks ``points`` (N, 2) x, y with ``labels`` (N,) and/or a ``box`` (x0, y0, x1, y1)
-        -> model-frame inputs; the box comes first as two corner points (labels 2 and 3).
-        Coordinates are pixels of a video of size ``video_hw`` (H, W), or [0, 1] fractions
-        when it is None."""
-        if (points is None) != (labels is None):
-            raise ValueError("points and labels must be given together")
-        if points is None and box is None:
-            raise ValueError("give points (with labels), a box, or both")
-        coords = torch.zeros(1, 0, 2)
-        labs = torch.zeros(1, 0, dtype=torch.int32)
-        if points is not None:
-            coords = _as_tensor(points, torch.float32, "points")
-            labs = _as_tensor(labels, torch.int32, "labels")
-            coords = coords[None] if coords.ndim == 2 else coords
-            labs = labs[None] if labs.ndim == 1 else labs
-            if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[-1] != 2:
-                raise ValueError(f"points must have shape (N, 2), got {tuple(coords.shape)}")
-            if labs.shape != coords.shape[:2]:
-                raise ValueError(
-                    f"{coords.shape[1]} points but labels of shape {tuple(labs.shape)}"
-                )
-        if box is not None:
-            if not clear_old_points:
-                raise ValueError("a box must come before any click: use clear_old_points=True")
-            box_t = _as_tensor(box, torch.float32, "box")
-            if box_t.numel() != 4:
-                raise ValueError(f"box must have 4 values (x0, y0, x1, y1), got {box_t.numel()}")
-            coords = torch.cat([box_t.reshape(1, 2, 2), coords], dim=1)
-            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
-        if not torch.isfinite(coords).all():
-            raise ValueError("point or box coordinates contain NaN or infinite values")
-        if video_hw is not None:
-            # Divide by the size, then scale, so rounding matches the reference exactly.
-            coords = coords / torch.tensor([video_hw[1], video_hw[0]])
-        return cls(coords * image_size, labs)
 
     def to(self, device: torch.device) -> PointInputs:
         return PointInputs(self.coords.to(device), self.labels.to(device))
@@ -310,14 +279,15 @@ class VideoSession:
         state = self.objects.get(obj_id)
         if state is None:
             if not create:
-                raise ValueError(f"unknown object id {obj_id!r}; known ids: {self.obj_ids}")
+                raise UnknownObjectError(obj_id, self.obj_ids)
             state = self.objects[obj_id] = ObjectState(obj_id)
         return state
 
     def check_frame(self, frame_idx: int) -> int:
-        """``frame_idx`` as an int, or an IndexError when it is not a frame of the video."""
-        idx = int(frame_idx)
-        if idx != frame_idx or not 0 <= idx < self.num_frames:
+        """``frame_idx`` as an int, or an IndexError when it is not an integer or not a frame
+        of the video."""
+        idx = frame_index(frame_idx)
+        if not 0 <= idx < self.num_frames:
             raise IndexError(
                 f"frame index {frame_idx} out of range [0, {self.num_frames - 1}] "
                 f"for a video of {self.num_frames} frames"

@@ -37,7 +37,7 @@ from sam2ui.core.modeling.config import SAM2Config
 from sam2ui.core.video.sources.base import DEFAULT_FPS, FrameSource, _as_rgb_uint8, readonly_view
 
 from .memory import MemoryWindow
-from .state import ObjectId, ObjectState, VideoSession
+from .state import ObjectId, ObjectState, VideoSession, frame_index
 
 if TYPE_CHECKING:
     from .edits import FrameMasks
@@ -138,8 +138,8 @@ class StreamSession(VideoSession):
         self.num_frames = max(len(self.source), self._min_frames)
 
     def check_frame(self, frame_idx: int) -> int:
-        idx = int(frame_idx)
-        if idx != frame_idx or not self.source.is_held(idx):
+        idx = frame_index(frame_idx)
+        if not self.source.is_held(idx):
             held = sorted(self.source._frames)
             raise IndexError(f"frame {frame_idx} is not held by the stream (held: {held})")
         return idx

@@ -108,12 +108,17 @@ def test_bad_prompts_are_clear_errors(predictor, kwargs, error, match):
         predictor.predict(**kwargs)
 
 
-def test_points_outside_the_image_are_legal(predictor):
+def test_points_on_the_border_are_legal_and_outside_is_an_error(predictor):
+    # The border (x = W, y = H) is inside: the annotators clip boxes to it.
     masks, iou, _ = predictor.predict(
-        point_coords=np.array([[-500.0, 10.0], [1e4, 1e4]]), point_labels=np.array([1, 0])
+        point_coords=np.array([[0.0, 0.0], [80.0, 60.0]]), point_labels=np.array([1, 0])
     )
     assert masks.shape == (3, 60, 80)
     assert np.isfinite(iou).all()
+    with pytest.raises(
+        ValueError, match=r"point_coords\[1\] = \(80.5, 10.0\) lies outside the 80 x 60"
+    ):
+        predictor.predict(point_coords=np.array([[1.0, 1.0], [80.5, 10.0]]), point_labels=[1, 0])
 
 
 def test_normalized_coordinates_equal_pixel_coordinates(predictor):

@@ -107,7 +107,8 @@ PROMPTS = {
     "box": dict(box=[40, 50, 300, 280], multimask_output=False),
     "several_boxes": dict(box=[[40, 50, 300, 280], [10, 10, 100, 100], [200, 30, 500, 320]]),
     "normalized_point": dict(point_coords=[[0.3, 0.6]], point_labels=[1], normalize_coords=False),
-    "point_outside_image": dict(point_coords=[[-40, 900]], point_labels=[1]),
+    # The image is 517 x 333: its far corner is the last legal point.
+    "points_on_the_border": dict(point_coords=[[517, 333], [0, 120]], point_labels=[1, 1]),
 }
 
 

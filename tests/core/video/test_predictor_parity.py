@@ -34,6 +34,7 @@ from sam2ui.core.masks import fill_holes
 from sam2ui.core.modeling.config import get_config
 from sam2ui.core.modeling.layers import set_onednn_linear
 from sam2ui.core.video.predictor import SAM2VideoPredictor
+from sam2ui.core.video.state import UnknownObjectError
 from tests.reference_models import build_reference_model
 
 VARIANT = "sam2.1-hiera-tiny"
@@ -306,9 +307,9 @@ def test_prompt_errors(small, video_dir):
     with pytest.raises(RuntimeError, match="no object"):
         next(small.propagate_in_video(session))
     assert session.obj_ids == []  # failed calls add no object
-    with pytest.raises(RuntimeError, match="no such object"):
-        small.remove_object(session, 7, strict=True)
-    assert small.remove_object(session, 7) == ([], [])
+    with pytest.raises(UnknownObjectError, match="cannot remove object id 7: no such object"):
+        small.remove_object(session, 7)
+    assert small.remove_object(session, 7, strict=False) == ([], [])
 
 
 def test_objects_prompts_and_removal(small, video_dir):

@@ -16,9 +16,9 @@ temporary directory) is simply not kept and is decoded again when asked for.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
-from typing import BinaryIO
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class FrameSpool:
     def __init__(self, slot_bytes: int, directory: str | None = None) -> None:
         self.slot_bytes = int(slot_bytes)
         self.directory = directory
-        self._file: BinaryIO | None = None
+        self._file: io.FileIO | None = None
         self._slots: dict[int, tuple[int, tuple[int, ...]]] = {}  # index -> (slot, shape)
         self._free: list[int] = []
         self._next_slot = 0
@@ -53,7 +53,7 @@ class FrameSpool:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(dir=self.directory, buffering=0)  # noqa: SIM115
             self._file.seek(slot * self.slot_bytes)
-            data = memoryview(np.ascontiguousarray(frame)).cast("B")
+            data = np.ascontiguousarray(frame).data.cast("B")
             while data:  # an unbuffered write may take fewer bytes than given
                 written = self._file.write(data)
                 if not written:
@@ -80,7 +80,7 @@ class FrameSpool:
         self._free.append(slot)
         frame = np.empty(shape, dtype=np.uint8)
         self._file.seek(slot * self.slot_bytes)
-        view = memoryview(frame).cast("B")
+        view = frame.data.cast("B")
         while view:
             got = self._file.readinto(view)
             if not got:
