@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .onednn import bound_kernel_caches
+from sam2ui.core.compat.onednn import bound_kernel_caches
 
 # Before the probes below run oneDNN for the first time (see sam2ui.core.compat.onednn).
 bound_kernel_caches()
