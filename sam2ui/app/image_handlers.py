@@ -18,9 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from sam2ui.core import ImageAnnotator, image_from_array
+from sam2ui.core import (
+    ImageAnnotator,
+    ImageReadError,
+    ImageTooLargeError,
+    image_from_array,
+    load_image,
+)
 
 from .context import AppContext, UserError, check_inside, target_object
 from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
@@ -61,22 +66,16 @@ class ImageView:
 
 
 def _as_rgb(image: Any) -> np.ndarray:
-    """``(H, W, 3)`` uint8 from an upload (array of any channel count, PIL image or path)."""
+    """``(H, W, 3)`` uint8 from an upload (array of any channel count, PIL image or path),
+    upright, any file mode (16-bit, CMYK, palette, ...), under the pixel limit."""
     if image is None:
         raise UserError("Upload an image first.")
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as img:
-            return np.asarray(img.convert("RGB"))
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 1:
-        raise UserError(f"Expected an RGB image, got an array of shape {arr.shape}.")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[..., :3])
+    try:
+        return load_image(image)
+    except (ImageReadError, ImageTooLargeError, FileNotFoundError) as exc:
+        raise UserError(f"Cannot use this image: {exc}.") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"Expected an RGB image: {exc}.") from None
 
 
 class ImageHandlers:

@@ -102,21 +102,17 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _load_rgb(path: Path, parser: argparse.ArgumentParser) -> np.ndarray:
-    """The image as an HWC uint8 RGB array, upright as viewers show it."""
-    import numpy as np
-    from PIL import Image, ImageOps
+    """The image as an HWC uint8 RGB array, upright as viewers show it, any file mode."""
+    from sam2ui.core import ImageReadError, ImageTooLargeError, load_image
 
     if not path.exists():
         parser.error(f"image file not found: {path}")
     if not path.is_file():
         parser.error(f"not an image file: {path}")
     try:
-        with Image.open(path) as image:
-            upright = ImageOps.exif_transpose(image)
-            # a writable copy: torch warns when handed a read-only buffer
-            return np.array(upright.convert("RGB"))
-    except (OSError, Image.DecompressionBombError) as err:
-        # UnidentifiedImageError (not an image) and truncated files are both OSErrors.
+        # a fresh array: torch warns when handed a read-only buffer
+        return load_image(path)
+    except (ImageReadError, ImageTooLargeError) as err:
         parser.error(f"cannot read image {path}: {err}")
 
 

@@ -35,6 +35,10 @@ _LAZY: dict[str, str] = {
     "resolve_device": "sam2ui.core.loading.devices",
     "resolve_dtype": "sam2ui.core.loading.devices",
     "SAM2ImagePredictor": "sam2ui.core.image.predictor",
+    "DEFAULT_MAX_PIXELS": "sam2ui.core.image.load",
+    "ImageReadError": "sam2ui.core.image.load",
+    "ImageTooLargeError": "sam2ui.core.image.load",
+    "load_image": "sam2ui.core.image.load",
     "SAM2AutomaticMaskGenerator": "sam2ui.core.image.mask_generator",
     "SAM2VideoPredictor": "sam2ui.core.video.predictor",
     "build_sam2_video_predictor": "sam2ui.core.video.builders",
@@ -100,6 +104,7 @@ _MODULES: dict[str, str] = {
 }
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "DIRECTIONS",
     "NEGATIVE_COLOR",
     "POSITIVE_COLOR",
@@ -116,6 +121,8 @@ __all__ = [
     "FrameSource",
     "HieraConfig",
     "ImageAnnotator",
+    "ImageReadError",
+    "ImageTooLargeError",
     "MaskPrompt",
     "ModelCache",
     "ModelKey",
@@ -152,6 +159,7 @@ __all__ = [
     "image_predictor",
     "infer_variant",
     "iter_sav_json",
+    "load_image",
     "load_prompt_file",
     "load_sam2",
     "marker_sizes",
@@ -210,6 +218,12 @@ if TYPE_CHECKING:
         write_davis_png_zip,
         write_overlay_mp4,
         write_sav_json,
+    )
+    from sam2ui.core.image.load import (
+        DEFAULT_MAX_PIXELS,
+        ImageReadError,
+        ImageTooLargeError,
+        load_image,
     )
     from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
     from sam2ui.core.image.predictor import SAM2ImagePredictor

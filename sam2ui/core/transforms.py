@@ -85,6 +85,17 @@ def image_to_array(image: ImageLike) -> np.ndarray:
     return arr
 
 
+def to_uint8_rgb(arr: np.ndarray) -> np.ndarray:
+    """``image_to_array`` output (uint8, uint16, bool or float in [0, 1]) -> uint8 RGB."""
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.uint16:
+        return np.rint(arr / 257.0).astype(np.uint8)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    return np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def image_to_tensor(image: ImageLike) -> torch.Tensor:
     """Any supported image -> (3, H, W) float32 tensor in [0, 1].
 

@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
-from PIL import Image
 
-from sam2ui.core import ImageAnnotator, image_predictor
+from sam2ui.core import ImageAnnotator, image_predictor, load_image
 
 from .base import DEFAULT_MODEL, SegmenterBase
 
@@ -25,14 +24,11 @@ if TYPE_CHECKING:
 __all__ = ["ImageSegmenter"]
 
 
-def load_image(image: object) -> object:
-    """A path is opened as RGB; arrays and PIL images go to the predictor as they are."""
+def open_image(image: object) -> object:
+    """A path is read as an upright RGB array (any file mode); arrays and PIL images go to
+    the predictor as they are."""
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image file {path}")
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
+        return load_image(image)
     return image
 
 
@@ -74,7 +70,7 @@ class ImageSegmenter(SegmenterBase):
     ) -> None:
         predictor = image_predictor(model, device=device, dtype=dtype, cache=cache)
         annotator = ImageAnnotator(predictor, multimask=multimask)
-        annotator.set_image(load_image(image))
+        annotator.set_image(open_image(image))
         self.candidate_picker = widgets.ToggleButtons(
             description="Candidate", options=[], style={"button_width": "90px"}
         )
@@ -101,7 +97,7 @@ class ImageSegmenter(SegmenterBase):
     def set_image(self, image: object) -> None:
         """Segment another image (array, PIL image or path); every object is forgotten."""
         with self._lock:
-            self.annotator.set_image(load_image(image))
+            self.annotator.set_image(open_image(image))
         self.add_object()
 
     def choose_candidate(self, index: int, obj_id: int | None = None) -> None:

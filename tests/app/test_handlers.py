@@ -308,3 +308,24 @@ def test_new_video_replaces_the_tabs_session(video_ctx: AppContext, tmp_path: Pa
     sid, _ = h.upload(None, first, owner="tab")
     sid2, view = h.upload(sid, first, owner="tab")
     assert sid2 != sid and sid not in video_ctx.sessions and view.num_frames == 3
+
+
+def test_uploads_of_any_mode_and_bad_files(ctx: AppContext, tmp_path: Path) -> None:
+    h = ImageHandlers(ctx)
+    # A 16-bit greyscale PNG is shown as its grey levels, not all white.
+    ramp = np.tile(np.linspace(0, 65535, WIDTH).round().astype(np.uint16), (HEIGHT, 1))
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    _, view = h.upload(None, str(path))
+    want = np.rint(ramp / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(view.overlay[..., 0], want)
+    # Not a picture, or over the pixel limit: a message for the user.
+    bad = tmp_path / "notes.png"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match="notes.png is not a picture") as info:
+        h.upload(None, str(bad))
+    assert str(tmp_path) not in str(info.value)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SAM2UI_MAX_IMAGE_PIXELS", "100")
+        with pytest.raises(UserError, match="over the 0.0001 MP limit"):
+            h.upload(None, str(path))

@@ -173,7 +173,7 @@ def test_unreadable_image(capsys: pytest.CaptureFixture[str], tmp_path: Path, ou
     fake = tmp_path / "notes.png"
     fake.write_text("not an image")
     err = _usage_error(capsys, ["segment", str(fake), "--point", "1,1", "--out", str(out)])
-    assert f"error: cannot read image {fake}: cannot identify image file" in err
+    assert f"error: cannot read image {fake}: notes.png is not a picture sam2ui can read" in err
 
 
 def test_image_that_is_a_folder(

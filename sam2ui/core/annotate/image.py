@@ -32,9 +32,9 @@ from sam2ui.core.render import (
     mask_region,
     paint,
 )
-from sam2ui.core.transforms import image_to_array
+from sam2ui.core.transforms import image_to_array, to_uint8_rgb
 
-from .objects import ObjectTable, SharedEmbedding, check_box, check_click, to_uint8_rgb
+from .objects import ObjectTable, SharedEmbedding, check_box, check_click
 from .prompts import Box, Click, Prompt
 
 if TYPE_CHECKING:

@@ -90,17 +90,6 @@ def check_box(x0: float, y0: float, x1: float, y1: float, height: int, width: in
     return Box(max(ax, 0.0), max(ay, 0.0), min(bx, float(width)), min(by, float(height)))
 
 
-def to_uint8_rgb(arr: np.ndarray) -> np.ndarray:
-    """``image_to_array`` output (uint8, uint16, bool or float in [0, 1]) -> uint8 RGB."""
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.uint16:
-        return np.rint(arr / 257.0).astype(np.uint8)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    return np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 class SharedEmbedding:
     """The annotator's predictor as the automatic mask generator sees it: the whole image
     reuses the embedding already computed (no second encoder run); crops (``crop_n_layers``
