@@ -14,6 +14,8 @@ from typing import Literal
 from sam2ui.core.compat.hub import download_file, hub_errors, offline_by_default
 from sam2ui.core.modeling.config import SAM2Config, get_config
 
+from .reach import PROBE_SECONDS, hub_host, hub_reachable
+
 __all__ = ["CheckpointUnavailableError", "download_checkpoint", "hub_files"]
 
 Layout = Literal["meta", "transformers"]
@@ -93,6 +95,8 @@ def download_checkpoint(
     repo_id = _official_config(hub_id).hub_id
     errors = hub_errors()  # where they live depends on the huggingface_hub release
     offline = _offline()
+    # Without a network, huggingface_hub retries for ~25 s: probe once, then use the cache only.
+    unreachable = not offline and not hub_reachable()
     cache_dir = _cache_dir()
     paths: list[Path] = []
     for filename in files:
@@ -102,11 +106,19 @@ def download_checkpoint(
                 filename,
                 revision=revision,
                 cache_dir=cache_dir,
-                local_files_only=offline,
+                local_files_only=offline or unreachable,
             )
         except (errors.not_cached, errors.offline):
             where = cache_dir or "the default Hugging Face cache"
-            why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached"
+            if offline:
+                why = "HF_HUB_OFFLINE is set"
+            elif unreachable:
+                why = (
+                    f"the hub could not be reached (no connection to {hub_host()[0]} within "
+                    f"{PROBE_SECONDS:g} s)"
+                )
+            else:
+                why = "the hub could not be reached"
             reason = f"it is not in {where} and {why}"
             raise CheckpointUnavailableError(
                 _unavailable(repo_id, filename, revision, reason)

@@ -125,3 +125,80 @@ def test_unknown_hub_id() -> None:
         download_checkpoint("someone/sam2-finetune")
     with pytest.raises(ValueError, match="neither an existing file or directory"):
         load_sam2("someone/sam2-finetune")
+
+
+@pytest.fixture
+def closed_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub endpoint on a closed local port, the probe's memory cleared, no proxy."""
+    from sam2ui.core.loading import reach
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    reach.forget()
+    yield
+    reach.forget()
+
+
+def test_an_unreachable_hub_fails_in_about_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_endpoint: None
+) -> None:
+    import time
+
+    from huggingface_hub import constants
+
+    from sam2ui.core.loading import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    asked: list[bool] = []
+    real = hub.download_file
+
+    def record(*args: object, **kwargs: object) -> Path:
+        asked.append(bool(kwargs.get("local_files_only")))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hub, "download_file", record)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointUnavailableError) as info:
+        download_checkpoint("facebook/sam2.1-hiera-small")
+    assert time.perf_counter() - start < 3.0
+    assert asked == [True]  # the cache only: no request, so no retries
+    assert "no connection to 127.0.0.1 within 1 s" in str(info.value)
+
+
+def test_cached_checkpoints_load_without_a_network(
+    offline_cache: Path, monkeypatch: pytest.MonkeyPatch, closed_endpoint: None
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    path = download_checkpoint(TINY_ID)
+    assert path.name == "sam2.1_hiera_tiny.pt" and path.is_file()
+
+
+def test_the_probe(monkeypatch: pytest.MonkeyPatch, closed_endpoint: None) -> None:
+    import socket
+    import time
+
+    from sam2ui.core.loading import reach
+
+    assert reach.hub_host() == ("127.0.0.1", 9)
+    assert reach.hub_reachable() is False
+    # a listening port answers
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert reach.hub_reachable() is True
+    # a host that hangs is given up after the timeout
+    reach.forget()
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(3))
+    start = time.perf_counter()
+    assert reach.hub_reachable(timeout=0.2) is False
+    assert time.perf_counter() - start < 1.0
+    # behind a proxy the host is not probed
+    reach.forget()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert reach.hub_reachable() is True
