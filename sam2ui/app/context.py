@@ -63,6 +63,14 @@ def check_inside(size: tuple[int, int], x: float, y: float, what: str) -> None:
         raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} {what}.")
 
 
+def _weights_missing(err: Exception) -> str:
+    """The banner when the weights can be neither found in the cache nor downloaded."""
+    return (
+        f"The model weights are not available: {err}. To use a checkpoint file on this "
+        "machine, start sam2ui with --checkpoint PATH (Meta's .pt or a transformers folder)."
+    )
+
+
 class AppContext:
     """Shared state of one app: model cache, sessions, model-work limit, idle eviction.
 
@@ -108,7 +116,7 @@ class AppContext:
             self.model_error = (
                 f"The model {self.config.model!r} could not be loaded: {err}"
                 if not isinstance(err, CheckpointUnavailableError)
-                else f"The model weights are not available: {err}"
+                else _weights_missing(err)
             )
             log.warning("%s", self.model_error)
             return False
@@ -127,7 +135,7 @@ class AppContext:
                 self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
             )
         except CheckpointUnavailableError as err:
-            self.model_error = f"The model weights are not available: {err}"
+            self.model_error = _weights_missing(err)
             raise UserError(self.model_error) from err
 
     def video_predictor(self) -> Any:
@@ -138,7 +146,7 @@ class AppContext:
                 self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
             )
         except CheckpointUnavailableError as err:
-            self.model_error = f"The model weights are not available: {err}"
+            self.model_error = _weights_missing(err)
             raise UserError(self.model_error) from err
 
     @contextmanager

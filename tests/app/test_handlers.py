@@ -185,6 +185,7 @@ def test_unavailable_weights_are_reported(app_config: AppConfig) -> None:
     context = AppContext(app_config, cache=ModelCache(loader))
     assert context.load_model() is False
     assert "sam2.1_hiera_tiny.pt" in context.model_error and "hf download" in context.model_error
+    assert "start sam2ui with --checkpoint PATH" in context.model_error
     with pytest.raises(UserError, match="hf download"):
         ImageHandlers(context).upload(None, make_image())
     context.close()
