@@ -379,3 +379,22 @@ def test_preprocess_frame_values() -> None:
     assert torch.allclose(out[1], torch.tensor(-0.456 / 0.224))
     with pytest.raises(TypeError):
         preprocess_frame(frame.astype(np.float32))
+
+
+def test_error_messages_name_the_file_only(tmp_path: Path) -> None:
+    """What a user reads: the file's name and what is wrong, no folders, no errno."""
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x01not a video at all" * 50)
+    audio = tmp_path / "voice.m4a"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        samples.sample_rate = 8000
+        container.mux(stream.encode(samples))
+        container.mux(stream.encode())
+    for path, words in ((junk, "is not a video that can be read"), (audio, "has no video track")):
+        with pytest.raises(ValueError) as info:
+            open_frames(path)
+        message = str(info.value)
+        assert path.name in message and words in message
+        assert str(tmp_path) not in message and "errno" not in message.lower()

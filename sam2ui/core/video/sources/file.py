@@ -98,7 +98,7 @@ class VideoFileSource(FrameSource):
         self.path = Path(path)
         self.name = str(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"video not found: {self.path}")
+            raise FileNotFoundError(f"video not found: {self.path.name}")
         self._threads = int(threads)
         self._lock = threading.RLock()
         self._cache = FrameCache(cache_size)
@@ -119,10 +119,16 @@ class VideoFileSource(FrameSource):
             self._first_frame(fps)
         except FFmpegEOFError as exc:
             self.close()
-            raise ValueError(f"{self.path} contains no video frames (empty or cut short)") from exc
+            raise ValueError(
+                f"{self.path.name} contains no video frames (empty or cut short)"
+            ) from exc
         except FFmpegError as exc:
             self.close()
-            raise ValueError(f"cannot read video {self.path}: {exc}") from exc
+            logger.info("cannot read video %s: %s", self.path, exc)
+            raise ValueError(
+                f"{self.path.name} is not a video that can be read: damaged, cut short, or in a "
+                "format FFmpeg does not know"
+            ) from exc
         except BaseException:
             self.close()
             raise
@@ -196,7 +202,7 @@ class VideoFileSource(FrameSource):
         self._container = open_input(self.path)
         streams = [s for s in self._container.streams.video if not is_attached_picture(s)]
         if not streams:
-            raise ValueError(f"{self.path} has no video stream")
+            raise ValueError(f"{self.path.name} has no video track (only audio, or pictures?)")
         self._stream = streams[0]
         set_decoder_threads(self._stream, self._threads)
 
@@ -220,7 +226,7 @@ class VideoFileSource(FrameSource):
             if packet.is_keyframe:
                 keys.append(ts)
         if not stamps and not untimed:
-            raise ValueError(f"{self.path} contains no video frames")
+            raise ValueError(f"{self.path.name} contains no video frames")
         self._time_base: Fraction | None = rational(self._stream.time_base)
         self._start_ts = start if start is not None else 0
         if untimed:
@@ -247,7 +253,7 @@ class VideoFileSource(FrameSource):
             if index >= 0:
                 break
         else:
-            raise ValueError(f"{self.path}: no video frame could be decoded")
+            raise ValueError(f"{self.path.name}: no video frame could be decoded (damaged?)")
         if index > 0 and self._pts is not None:  # leading frames the decoder cannot produce
             logger.info("%s: dropping %d undecodable leading frames", self.path, index)
             keys = [self._pts[k] for k in self._keys if k >= index]
