@@ -65,13 +65,13 @@ class ImageView:
     message: str = ""
 
 
-def _as_rgb(image: Any) -> np.ndarray:
+def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
     """``(H, W, 3)`` uint8 from an upload (array of any channel count, PIL image or path),
     upright, any file mode (16-bit, CMYK, palette, ...), under the pixel limit."""
     if image is None:
         raise UserError("Upload an image first.")
     try:
-        return load_image(image)
+        return load_image(image, max_pixels=max_pixels)
     except (ImageReadError, ImageTooLargeError, FileNotFoundError) as exc:
         raise UserError(f"Cannot use this image: {exc}.") from None
     except (TypeError, ValueError) as exc:
@@ -116,7 +116,7 @@ class ImageHandlers:
     ) -> tuple[str, ImageView]:
         """Start annotating ``image`` (array, PIL image or path); reuses the tab's session
         when it is still live. Returns the session id and the view."""
-        rgb = _as_rgb(image)
+        rgb = _as_rgb(image, int(self.ctx.config.max_image_mp * 1e6))
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
                 work.annotator, _ = self.ctx.call(ImageAnnotator.set_image, work.annotator, rgb)

@@ -30,6 +30,7 @@ class AppConfig:
         max_video_mb: largest accepted video file, in megabytes.
         max_video_seconds: longest accepted video, in seconds.
         max_video_frames: most frames accepted (``None``: only the duration limit counts).
+        max_image_mp: largest image accepted, in megapixels (width x height / 10^6).
         idle_timeout_s: a session unused this long is closed (its memory freed).
         max_sessions: most live sessions; the least recently used idle ones go first.
         memory_budget_mb: total memory of all sessions' state (``None``: no limit).
@@ -45,7 +46,8 @@ class AppConfig:
     port: int | None = 7860
     max_video_mb: float = 100.0
     max_video_seconds: float = 60.0
-    max_video_frames: int | None = None
+    max_video_frames: int | None = 3000
+    max_image_mp: float = 40.0
     idle_timeout_s: float = 1800.0
     max_sessions: int | None = 64
     memory_budget_mb: float | None = None
@@ -59,7 +61,7 @@ class AppConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.model_workers < 1:
             raise ValueError(f"model_workers must be >= 1, got {self.model_workers}")
-        for name in ("max_video_mb", "max_video_seconds", "idle_timeout_s"):
+        for name in ("max_video_mb", "max_video_seconds", "idle_timeout_s", "max_image_mp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -113,9 +115,16 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
     parser.add_argument(
         "--max-video-frames",
         type=_positive(int),
-        default=None,
+        default=defaults.max_video_frames,
         metavar="N",
-        help="most frames accepted (default: no limit beyond the duration)",
+        help="most frames accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-image-mp",
+        type=_positive(float),
+        default=defaults.max_image_mp,
+        metavar="MP",
+        help="largest image accepted, in megapixels (default: %(default)g)",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -154,6 +163,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_video_mb=args.max_video_mb,
         max_video_seconds=args.max_video_seconds,
         max_video_frames=args.max_video_frames,
+        max_image_mp=args.max_image_mp,
         idle_timeout_s=args.idle_timeout,
         max_sessions=args.max_sessions,
         model_workers=args.model_workers,

@@ -326,7 +326,8 @@ def test_uploads_of_any_mode_and_bad_files(ctx: AppContext, tmp_path: Path) -> N
     with pytest.raises(UserError, match="notes.png is not a picture") as info:
         h.upload(None, str(bad))
     assert str(tmp_path) not in str(info.value)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SAM2UI_MAX_IMAGE_PIXELS", "100")
-        with pytest.raises(UserError, match="over the 0.0001 MP limit"):
-            h.upload(None, str(path))
+    small = AppContext(AppConfig(device="cpu", max_image_mp=0.0001), cache=ctx.cache)
+    with pytest.raises(UserError, match="over the 0.0001 MP limit"):
+        ImageHandlers(small).upload(None, str(path))
+    small.close()
+    assert AppConfig().max_image_mp == 40.0 and AppConfig().max_video_frames == 3000
