@@ -72,7 +72,13 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
         raise UserError("Upload an image first.")
     try:
         return load_image(image, max_pixels=max_pixels)
-    except (ImageReadError, ImageTooLargeError, FileNotFoundError) as exc:
+    except ImageTooLargeError as exc:
+        size = f"{exc.size[0]} x {exc.size[1]} pixels, " if exc.size else ""
+        raise UserError(
+            f"This image is {size}{exc.pixels / 1e6:.1f} MP; this app accepts images up to "
+            f"{exc.limit / 1e6:g} MP (--max-image-mp). Scale it down and upload it again."
+        ) from None
+    except (ImageReadError, FileNotFoundError) as exc:
         raise UserError(f"Cannot use this image: {exc}.") from None
     except (TypeError, ValueError) as exc:
         raise UserError(f"Expected an RGB image: {exc}.") from None

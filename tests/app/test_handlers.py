@@ -327,7 +327,7 @@ def test_uploads_of_any_mode_and_bad_files(ctx: AppContext, tmp_path: Path) -> N
         h.upload(None, str(bad))
     assert str(tmp_path) not in str(info.value)
     small = AppContext(AppConfig(device="cpu", max_image_mp=0.0001), cache=ctx.cache)
-    with pytest.raises(UserError, match="over the 0.0001 MP limit"):
+    with pytest.raises(UserError, match=r"up to 0.0001 MP \(--max-image-mp\)"):
         ImageHandlers(small).upload(None, str(path))
     small.close()
     assert AppConfig().max_image_mp == 40.0 and AppConfig().max_video_frames == 3000
