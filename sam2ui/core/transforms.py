@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sam2ui.core.modeling.prompt_encoder import POINT_LABELS
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -133,6 +135,25 @@ def preprocess(images: list[torch.Tensor], size: int) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch - mean) / std
+
+
+def check_point_labels(labels: torch.Tensor, name: str, noun: str = "label") -> torch.Tensor:
+    """Point labels as int32; ValueError (TypeError for complex numbers) for fractions and
+    for labels the prompt encoder does not know."""
+    if labels.is_complex():
+        raise TypeError(f"{name} must be integers (1 positive, 0 negative)")
+    if labels.is_floating_point() and (
+        not torch.isfinite(labels).all() or (labels != labels.round()).any()
+    ):
+        raise ValueError(f"{name} must be integers (1 positive, 0 negative)")
+    labels = labels.to(torch.int32)
+    bad = ~torch.isin(labels, torch.tensor(POINT_LABELS, dtype=torch.int32))
+    if bad.any():
+        raise ValueError(
+            f"{noun} {int(labels[bad][0])} in {name} is not one the model knows: use 1 "
+            "(positive), 0 (negative), -1 (padding), 2/3 (box corners)"
+        )
+    return labels
 
 
 def check_prompt_points(

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam2ui.core.modeling.prompt_encoder import POINT_LABELS
-from sam2ui.core.transforms import check_prompt_points
+from sam2ui.core.transforms import check_point_labels, check_prompt_points
 
 Prompt = Any  # numpy array, sequence or torch tensor
 
@@ -164,21 +163,7 @@ def _labels(
                 f"{name}[{i}] shape {tuple(lab.shape)} does not match {cname}[{i}] shape "
                 f"{tuple(c.shape)}: give one label per point"
             )
-    out = []
-    for lab in entries:
-        if lab.is_floating_point() and (
-            not torch.isfinite(lab).all() or (lab != lab.round()).any()
-        ):
-            raise ValueError(f"{name} must be integers (1 positive, 0 negative)")
-        lab = lab.to(torch.int32)
-        bad = ~torch.isin(lab, torch.tensor(POINT_LABELS, dtype=torch.int32))
-        if bad.any():
-            raise ValueError(
-                f"point label {int(lab[bad][0])} in {name} is not one the model knows: use 1 "
-                "(positive), 0 (negative), -1 (padding), 2/3 (box corners)"
-            )
-        out.append(lab)
-    return out
+    return [check_point_labels(lab, name, "point label") for lab in entries]
 
 
 def _boxes(box: Prompt, name: str) -> tuple[torch.Tensor, bool]:

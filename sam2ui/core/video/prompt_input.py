@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2ui.core.modeling.prompt_encoder import POINT_LABELS
-from sam2ui.core.transforms import check_prompt_points
+from sam2ui.core.transforms import check_point_labels, check_prompt_points
 
 from .state import ObjectId, PointInputs
 
@@ -109,21 +108,8 @@ def per_object(value: Any, name: str, ids: list[ObjectId]) -> list[Any]:
 
 
 def _labels(labels: Any, name: str) -> torch.Tensor:
-    """Point labels as int32; ValueError for fractions and labels the model does not know."""
-    labs = _tensor(labels, name)
-    if labs.is_floating_point():
-        if not torch.isfinite(labs).all() or (labs != labs.round()).any():
-            raise ValueError(f"{name} must be integers (1 positive, 0 negative)")
-    elif labs.is_complex():
-        raise TypeError(f"{name} must be integers (1 positive, 0 negative)")
-    labs = labs.to(torch.int32)
-    bad = ~torch.isin(labs, torch.tensor(POINT_LABELS, dtype=torch.int32))
-    if bad.any():
-        raise ValueError(
-            f"label {int(labs[bad][0])} in {name} is not one the model knows: use 1 "
-            "(positive), 0 (negative), -1 (padding), 2/3 (box corners)"
-        )
-    return labs
+    """Point labels as int32 (see :func:`~sam2ui.core.transforms.check_point_labels`)."""
+    return check_point_labels(_tensor(labels, name), name)
 
 
 def _indexed(prefix: str) -> Callable[[int], str]:
