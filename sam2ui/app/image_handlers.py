@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sam2ui.core import (
+    CanvasFeed,
     ImageAnnotator,
     ImageReadError,
     ImageTooLargeError,
@@ -43,6 +44,11 @@ class ImageWork:
     annotator: ImageAnnotator
     selected: int | None = None
     corner: tuple[float, float] | None = None
+    feed: CanvasFeed | None = None  # set when a browser canvas shows this session
+    # Caches keyed by the arrays themselves (held here, so never confused with new ones): each
+    # mask's pixel count, and the candidates the canvas's gallery shows.
+    areas: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
+    shown: tuple[Any, ...] | None = None
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
 
     def close(self) -> None:
@@ -55,14 +61,17 @@ class ImageView:
     """What the image tab shows after an action.
 
     ``overlay`` is the ``(H, W, 3)`` uint8 image with masks, prompts and the selected object's
-    contour; ``candidates`` the selected object's candidate masks as ``(thumbnail, caption)``.
+    contour, rendered for API clients; a session shown on the browser canvas gets ``canvas``,
+    the canvas's update, instead. ``candidates``: the selected object's candidate masks as
+    ``(thumbnail, caption)``.
     """
 
-    overlay: np.ndarray
+    overlay: np.ndarray | None
     objects: list[ObjectRow]
     selected: int | None
-    candidates: list[tuple[np.ndarray, str]]
+    candidates: list[tuple[np.ndarray, str]] | None  # None: unchanged on the canvas's page
     message: str = ""
+    canvas: dict[str, Any] | None = None
 
 
 def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -84,6 +93,13 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
         raise UserError(f"Expected an RGB image: {exc}.") from None
 
 
+def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
+    """Whether two (object, candidate list, chosen) triples are the same, the list by identity."""
+    if a is None or b is None:
+        return a is b
+    return a[0] == b[0] and a[1] is b[1] and a[2] == b[2]
+
+
 class ImageHandlers:
     """The image tab's actions on an :class:`~sam2ui.app.context.AppContext`."""
 
@@ -99,44 +115,86 @@ class ImageHandlers:
         for obj_id, obj in ann.objects.items():
             if obj.mask is None:
                 details[obj_id] = "no mask yet"
-            else:
-                score = "" if obj.score is None else f", IoU {obj.score:.2f}"
-                details[obj_id] = f"{int(obj.mask.sum())} px{score}"
-        candidates: list[tuple[np.ndarray, str]] = []
+                continue
+            known = work.areas.get(obj_id)
+            if known is None or known[0] is not obj.mask:
+                known = work.areas[obj_id] = (obj.mask, int(obj.mask.sum()))
+            score = "" if obj.score is None else f", IoU {obj.score:.2f}"
+            details[obj_id] = f"{known[1]} px{score}"
+        for gone in [i for i in work.areas if i not in ann.objects]:
+            del work.areas[gone]
+        candidates: list[tuple[np.ndarray, str]] | None = None
+        now = None
         if work.selected is not None:
             obj = ann.objects[work.selected]
-            for i, cand in enumerate(obj.candidates):
+            now = (work.selected, obj.candidates, obj.chosen)
+        if work.feed is not None and _same(now, work.shown):
+            candidates = None  # the canvas's gallery shows them already
+        else:
+            candidates = []
+            for i, cand in enumerate(obj.candidates if now is not None else []):
                 mark = " (shown)" if i == obj.chosen else ""
                 candidates.append(
                     (thumbnail(ann.image, cand.mask, obj.color), f"{i}: {cand.score:.3f}{mark}")
                 )
+        work.shown = now
+        rows = object_rows(ann.objects, details)
+        if not message and work.selected is not None:
+            obj = ann.objects[work.selected]
+            clicks = len(obj.clicks)
+            prompts = f"{clicks} point{'s' * (clicks != 1)}" + (", a box" if obj.box else "")
+            message = f"Object {work.selected} ({prompts}): {details[work.selected]}."
+        if work.feed is not None:
+            update = work.feed.image_update(ann, work.selected, message)
+            return ImageView(None, rows, work.selected, candidates, message, update)
         overlay = ann.render(selected=work.selected)
         if work.corner is not None:
             overlay = mark_corner(overlay, work.corner)
-        rows = object_rows(ann.objects, details)
         return ImageView(overlay, rows, work.selected, candidates, message)
 
     # ------------------------------------------------------------------ actions
     def upload(
-        self, session_id: str | None, image: Any, owner: str | None = None
+        self,
+        session_id: str | None,
+        image: Any,
+        owner: str | None = None,
+        *,
+        canvas: bool = False,
     ) -> tuple[str, ImageView]:
         """Start annotating ``image`` (array, PIL image or path); reuses the tab's session
-        when it is still live. Returns the session id and the view."""
+        when it is still live. ``canvas``: the session is shown on the browser canvas (views
+        carry canvas updates instead of rendered overlays). Returns the session id and the
+        view."""
         rgb = _as_rgb(image, int(self.ctx.config.max_image_mp * 1e6))
+        height, width = rgb.shape[:2]
+        hello = (
+            f"{width} x {height} image. Click on an object (Shift+click or right click: "
+            "background), drag a box, click a point again to remove it."
+        )
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
                 work.annotator, _ = self.ctx.call(ImageAnnotator.set_image, work.annotator, rgb)
                 work.selected, work.corner = None, None
-                return session_id, self._view(work, "Click on an object to segment it.")
+                if canvas and work.feed is None:
+                    work.feed = CanvasFeed()
+                return session_id, self._view(work, hello)
         annotator = ImageAnnotator(self.ctx.image_predictor())
         try:
             annotator, _ = self.ctx.call(ImageAnnotator.set_image, annotator, rgb)
         except BaseException:
             annotator.close()
             raise
-        new_id = self.ctx.create_session(ImageWork(annotator), KIND, owner)
+        work = ImageWork(annotator, feed=CanvasFeed() if canvas else None)
+        new_id = self.ctx.create_session(work, KIND, owner)
         with self.ctx.use(new_id, KIND) as work:
-            return new_id, self._view(work, "Click on an object to segment it.")
+            return new_id, self._view(work, hello)
+
+    def sync(self, session_id: str | None) -> ImageView:
+        """Everything again for the canvas (after it missed an update or reloaded)."""
+        with self.ctx.use(session_id, KIND) as work:
+            if work.feed is not None:
+                work.feed.reset()
+            return self._view(work)
 
     def show(self, session_id: str | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
@@ -251,6 +309,38 @@ class ImageHandlers:
             target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(ImageAnnotator.undo, work.annotator, target)
             return self._view(work)
+
+    def undo_last(self, session_id: str | None) -> ImageView:
+        """Take back the last prompt change, whichever object it was."""
+        with self.ctx.use(session_id, KIND) as work:
+            work.corner = None
+            target = work.annotator.last_changed
+            if target is None:
+                return self._view(work, "Nothing to undo.")
+            work.annotator, _ = self.ctx.call(ImageAnnotator.undo, work.annotator, target)
+            work.selected = target
+            return self._view(work, f"Undid the last change of object {target}.")
+
+    def redo(self, session_id: str | None) -> ImageView:
+        """Apply again what the last undo took back."""
+        with self.ctx.use(session_id, KIND) as work:
+            work.corner = None
+            if not work.annotator.can_redo:
+                return self._view(work, "Nothing to redo.")
+            work.annotator, obj = self.ctx.call(ImageAnnotator.redo, work.annotator)
+            if obj is not None:
+                work.selected = obj.obj_id
+            return self._view(work, f"Redid a change of object {work.selected}.")
+
+    def remove_point(self, session_id: str | None, obj_id: int, index: int) -> ImageView:
+        """Remove one click of an object (its ``index``-th, 0-based)."""
+        with self.ctx.use(session_id, KIND) as work:
+            target = target_object(work, obj_id)
+            work.annotator, _ = self.ctx.call(
+                ImageAnnotator.remove_click, work.annotator, target, int(index)
+            )
+            work.selected = target
+            return self._view(work, f"Removed a point of object {target}.")
 
     def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:

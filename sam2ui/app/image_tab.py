@@ -1,4 +1,9 @@
-"""The image tab of the Gradio app (see :mod:`sam2ui.app.ui`)."""
+"""The image tab of the Gradio app (see :mod:`sam2ui.app.ui`).
+
+The browser works on the annotation canvas (:mod:`~sam2ui.app.canvas_host`); the named API
+endpoints (``/image_upload``, ``/image_click``, ...) keep their inputs and outputs on hidden
+components, for ``gradio_client`` users.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,16 @@ from typing import Any
 
 import gradio as gr
 
-from .compat import click_xy, picked_index, was_deselected
-from .context import AppContext
+from .canvas_host import (
+    canvas_component,
+    canvas_guard,
+    event_data,
+    reply,
+    to_value,
+    upload_path,
+)
+from .compat import picked_index, was_deselected
+from .context import AppContext, UserError
 from .image_handlers import ImageHandlers, ImageView
 from .parts import (
     DISPLAY_FORMAT,
@@ -24,7 +37,7 @@ from .views import choices, legend_html
 
 
 def image_outputs(view: ImageView) -> tuple[Any, ...]:
-    """(canvas, object radio, legend, candidate gallery, status) for an :class:`ImageView`."""
+    """(overlay, object radio, legend, candidate gallery, status) for an API client."""
     return (
         view.overlay,
         gr.Radio(choices=choices(view.objects), value=view.selected),
@@ -34,56 +47,107 @@ def image_outputs(view: ImageView) -> tuple[Any, ...]:
     )
 
 
+def gallery(view: ImageView) -> Any:
+    """The candidate gallery's output: left as it is when the candidates did not change."""
+    return gr.skip() if view.candidates is None else view.candidates
+
+
+def canvas_outputs(view: ImageView) -> tuple[Any, ...]:
+    """(canvas update, candidate gallery) for the browser."""
+    return (to_value(view.canvas or {}), gallery(view))
+
+
+def image_action(h: ImageHandlers, session: str | None, data: dict[str, Any]) -> ImageView:
+    """One canvas action (see ``canvas.js``) on the tab's session."""
+    kind = data.get("type")
+    num = lambda key: float(data.get(key, 0))  # noqa: E731
+    obj = object_id(data.get("obj"))
+    if kind == "click":
+        return h.click(session, None, num("x"), num("y"), bool(data.get("positive", True)))
+    if kind == "box":
+        return h.box(session, None, num("x0"), num("y0"), num("x1"), num("y1"))
+    if kind == "remove_point":
+        return h.remove_point(session, obj or 0, int(num("index")))
+    if kind == "select":
+        return h.select_object(session, obj)
+    if kind == "add":
+        return h.add_object(session, data.get("name"))
+    if kind == "remove":
+        return h.remove_object(session, obj)
+    if kind == "rename":
+        return h.rename_object(session, obj, str(data.get("name", "")))
+    if kind == "undo":
+        return h.undo_last(session)
+    if kind == "redo":
+        return h.redo(session)
+    if kind == "sync":
+        return h.sync(session)
+    raise UserError(f"Unknown action {kind!r}.")
+
+
 def image_tab(ctx: AppContext) -> None:
     h = ImageHandlers(ctx)
     sid = gr.State(None, delete_callback=ctx.close_session)
+    limit = f"{ctx.config.max_image_mp:g} MP"
     with gr.Row():
-        with gr.Column(scale=3):
-            upload = gr.Image(
-                label="Upload an image",
-                type="numpy",
-                sources=["upload", "clipboard"],
-                height=180,
-                elem_id="image-upload",
+        with gr.Column(scale=4):
+            canvas = canvas_component(
+                "image", f"Drop an image (up to {limit}) on the canvas, or click it to choose."
             )
-            canvas = gr.Image(
-                label="Click to segment",
-                type="numpy",
-                interactive=False,
-                format=DISPLAY_FORMAT,
-                elem_id="image-canvas",
-            )
-        with gr.Column(scale=2):
-            p = object_panel("image")
+        with gr.Column(scale=1, min_width=240):
             candidates = gr.Gallery(
                 label="Candidate masks: pick one",
                 columns=3,
-                height=180,
+                height=160,
                 allow_preview=False,
                 elem_id="image-candidates",
             )
             with gr.Accordion("Segment everything", open=False):
                 pps = gr.Slider(4, 64, value=32, step=1, label="points per side")
                 everything = gr.Button("Segment everything", elem_id="image-everything")
-            status = gr.Markdown(elem_id="image-status")
             export = gr.Button("Prepare downloads", elem_id="image-export")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+    with gr.Group(visible=False):  # what the API endpoints read and write
+        upload = gr.Image(type="numpy", label="image")
+        overlay = gr.Image(type="numpy", format=DISPLAY_FORMAT, label="overlay")
+        p = object_panel("image-api")
+        status = gr.Markdown()
     api = api_inputs()
-    outs = [canvas, p["objects"], p["legend"], candidates, status]
+    outs = [overlay, p["objects"], p["legend"], candidates, status]
+    shown = [canvas, candidates]
 
+    # ------------------------------------------------------------------ the browser canvas
+    @canvas_guard(extra=2)
+    def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
+        path = upload_path(event_data(evt).get("file"))
+        new_id, view = h.upload(session, path, owner_of(request), canvas=True)
+        return (to_value(view.canvas or {}), new_id, gallery(view))
+
+    canvas.s2_load(on_load, [sid], [canvas, sid, candidates], api_visibility="private")
+
+    @canvas_guard(extra=1)
+    def on_act(session: str | None, evt: gr.EventData) -> Any:
+        view = image_action(h, session, event_data(evt))
+        return reply(view.canvas, evt), gallery(view)
+
+    canvas.s2_act(on_act, [sid], shown, api_visibility="private", trigger_mode="multiple")
+
+    @canvas_guard(extra=1)
+    def on_gallery(session: str | None, evt: gr.SelectData) -> Any:
+        if was_deselected(evt):  # unpicking a thumbnail keeps the mask shown
+            return canvas_outputs(h.show(session))
+        return canvas_outputs(h.choose_candidate(session, None, picked_index(evt)))
+
+    candidates.select(on_gallery, [sid], shown, api_visibility="private")
+    wire_export(export, h, sid, files, "image")
+
+    # ------------------------------------------------------------------ the API
     @guard
     def on_upload(session: str | None, image: Any, request: gr.Request) -> tuple[Any, ...]:
         new_id, view = h.upload(session, image, owner_of(request))
         return (new_id, *image_outputs(view))
 
     upload.upload(on_upload, [sid, upload], [sid, *outs], api_name="image_upload")
-
-    @guard
-    def on_select(session: str | None, obj: Any, mode: str, evt: gr.SelectData) -> Any:
-        x, y = click_xy(evt)
-        return image_outputs(h.point(session, object_id(obj), x, y, mode))
-
-    canvas.select(on_select, [sid, p["objects"], p["mode"]], outs, api_visibility="private")
 
     @guard
     def on_click(session: str | None, obj: Any, x: float, y: float, positive: bool) -> Any:
@@ -97,12 +161,6 @@ def image_tab(ctx: AppContext) -> None:
     def on_choose(session: str | None, obj: Any, index: float) -> Any:
         return image_outputs(h.choose_candidate(session, object_id(obj), int(index)))
 
-    @guard
-    def on_gallery(session: str | None, obj: Any, evt: gr.SelectData) -> Any:
-        if was_deselected(evt):  # unpicking a thumbnail keeps the mask shown
-            return image_outputs(h.show(session))
-        return image_outputs(h.choose_candidate(session, object_id(obj), picked_index(evt)))
-
     a = api
     a["trigger"].click(
         on_click, [sid, a["obj"], a["x0"], a["y0"], a["positive"]], outs, api_name="image_click"
@@ -111,7 +169,6 @@ def image_tab(ctx: AppContext) -> None:
         on_box, [sid, a["obj"], a["x0"], a["y0"], a["x1"], a["y1"]], outs, api_name="image_box"
     )
     a["trigger"].click(on_choose, [sid, a["obj"], a["index"]], outs, api_name="image_choose")
-    candidates.select(on_gallery, [sid, p["objects"]], outs, api_visibility="private")
 
     simple = presenting(image_outputs)
 
@@ -128,10 +185,15 @@ def image_tab(ctx: AppContext) -> None:
         outs,
         api_name="image_clear_object",
     )
+    a["trigger"].click(simple(h.redo), [sid], outs, api_name="image_redo")
+
+    @guard
+    def on_everything(session: str | None, n: float) -> Any:
+        view = h.segment_everything(session, int(n))
+        if view.canvas is not None:  # the browser's own session: the canvas shows it
+            return (gr.skip(), *image_outputs(view)[1:], to_value(view.canvas))
+        return (*image_outputs(view), gr.skip())
+
     everything.click(
-        simple(lambda s, n: h.segment_everything(s, int(n))),
-        [sid, pps],
-        outs,
-        api_name="image_segment_everything",
+        on_everything, [sid, pps], [*outs, canvas], api_name="image_segment_everything"
     )
-    wire_export(export, h, sid, files, "image")

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from sam2ui.core import (
+    CanvasFeed,
     FrameSource,
-    PropagationStep,
     SessionNotFound,
     VideoAnnotator,
     open_frames,
@@ -33,14 +33,19 @@ from sam2ui.core import (
 
 from . import zerogpu
 from .context import AppContext, UserError, check_inside, target_object
-from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows
+from .video_worker import PREVIEW_EVERY_S, track_frames
+from .views import (
+    ObjectRow,
+    describe_frame,
+    mark_corner,
+    object_rows,
+)
 from .zerogpu import offload_state, on_zero_gpu
 
 __all__ = ["VideoHandlers", "VideoView", "VideoWork"]
 
 KIND = "video"
 DIRECTIONS = ("forward", "backward", "both")
-PREVIEW_EVERY_S = 0.25  # at most four preview frames a second: encoding them costs time too
 
 
 @dataclass
@@ -55,6 +60,8 @@ class VideoWork:
     corner: tuple[float, float] | None = None
     version: int = 0
     mp4: tuple[int, Path] | None = None
+    feed: CanvasFeed | None = None  # set when a browser canvas shows this session
+    playing: int = 0  # the token of the playback running (0: none); a new token stops it
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-video-")))
 
     def close(self) -> None:
@@ -67,7 +74,7 @@ class VideoView:
     """What the video tab shows: the rendered frame ``(H, W, 3)`` uint8 and its index, the
     frame count, the objects, and after a propagation the overlay MP4."""
 
-    frame: np.ndarray
+    frame: np.ndarray | None
     frame_idx: int
     num_frames: int
     objects: list[ObjectRow]
@@ -75,6 +82,7 @@ class VideoView:
     message: str = ""
     video: Path | None = None
     progress: tuple[int, int] | None = None
+    canvas: dict[str, Any] | None = None
 
 
 class VideoHandlers:
@@ -99,10 +107,30 @@ class VideoHandlers:
             where = f"prompts on frames {prompted}" if prompted else "no prompts yet"
             area = f", {int(frame_masks[obj_id].sum())} px here" if obj_id in frame_masks else ""
             details[obj_id] = where + area
+        rows = object_rows(ann.objects, details)
+        if work.feed is not None:
+            update = work.feed.video_update(
+                ann,
+                work.frame_idx,
+                work.selected,
+                message or describe_frame(work, details),
+                progress=extra.get("progress"),
+                source_key=id(ann),
+            )
+            update["playing"] = bool(work.playing)
+            return VideoView(
+                None,
+                work.frame_idx,
+                ann.num_frames,
+                rows,
+                work.selected,
+                message,
+                **extra,
+                canvas=update,
+            )
         frame = ann.render(work.frame_idx, selected=work.selected) if picture is None else picture
         if work.corner is not None:
             frame = mark_corner(frame, work.corner)
-        rows = object_rows(ann.objects, details)
         return VideoView(
             frame, work.frame_idx, ann.num_frames, rows, work.selected, message, **extra
         )
@@ -153,9 +181,15 @@ class VideoHandlers:
 
     # ------------------------------------------------------------------ actions
     def upload(
-        self, session_id: str | None, path: str | os.PathLike[str] | None, owner: str | None = None
+        self,
+        session_id: str | None,
+        path: str | os.PathLike[str] | None,
+        owner: str | None = None,
+        *,
+        canvas: bool = False,
     ) -> tuple[str, VideoView]:
-        """Open the video at ``path`` in a new session (closing the tab's previous one)."""
+        """Open the video at ``path`` in a new session (closing the tab's previous one);
+        ``canvas``: the session is shown on the browser canvas."""
         if not path:
             raise UserError("Upload a video first.")
         source = self.open_checked(path)
@@ -172,7 +206,8 @@ class VideoHandlers:
         if annotator.session.source is not source:
             source.close()  # ZeroGPU: the annotator came back with its own copy of the source
         self.ctx.close_session(session_id)
-        new_id = self.ctx.create_session(VideoWork(annotator), KIND, owner)
+        work = VideoWork(annotator, feed=CanvasFeed() if canvas else None)
+        new_id = self.ctx.create_session(work, KIND, owner)
         with self.ctx.use(new_id, KIND) as work:
             msg = f"{annotator.num_frames} frames: pick a frame and click on an object."
             return new_id, self._view(work, msg)
@@ -272,28 +307,6 @@ class VideoHandlers:
             work.version += 1
             return self._view(work)
 
-    def point(
-        self,
-        session_id: str | None,
-        frame_idx: int | None,
-        obj_id: int | None,
-        x: float,
-        y: float,
-        mode: str,
-    ) -> VideoView:
-        """A click on the frame as the UI's ``mode`` says (point, or a box corner)."""
-        if not mode_is_box(mode):
-            return self.click(session_id, frame_idx, obj_id, x, y, mode_is_positive(mode))
-        with self.ctx.use(session_id, KIND) as work:
-            self._frame(work, frame_idx)
-            check_inside(work.annotator.size, x, y, "frame")
-            if work.corner is None:
-                target_object(work, obj_id)
-                work.corner = (float(x), float(y))
-                return self._view(work, "Now click the opposite corner of the box.")
-            (x0, y0), work.corner = work.corner, None
-        return self.box(session_id, frame_idx, obj_id, x0, y0, x, y)
-
     def undo(
         self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
     ) -> VideoView:
@@ -329,9 +342,12 @@ class VideoHandlers:
         session_id: str | None,
         direction: str = "both",
         progress: Callable[[int, int], None] | None = None,
+        *,
+        overlay: bool = True,
     ) -> Iterator[VideoView]:
         """Track every prompted object; yields a preview view now and then and a final view
-        with the overlay MP4. :meth:`cancel` stops it between frames (what is tracked stays)."""
+        with the overlay MP4 (``overlay``; the canvas shows the masks itself). :meth:`cancel`
+        stops it between frames (what is tracked stays)."""
         if direction not in DIRECTIONS:
             raise UserError(f"direction must be one of {', '.join(DIRECTIONS)}, not {direction!r}")
         with self.ctx.use(session_id, KIND) as work:
@@ -339,7 +355,7 @@ class VideoHandlers:
                 raise UserError("Click on an object first, then propagate.")
         assert session_id is not None  # checked by use()
         if on_zero_gpu():
-            yield from self._propagate_in_worker(session_id, direction, progress)
+            yield from self._propagate_in_worker(session_id, direction, progress, overlay)
             return
 
         def frames(work: VideoWork) -> Iterator[tuple[Any, VideoWork]]:
@@ -364,19 +380,21 @@ class VideoHandlers:
                 if progress is not None:
                     progress(done, total)
                 now = time.monotonic()
+                msg = f"Tracking: {done}/{total} frames"
                 if now - last_preview >= PREVIEW_EVERY_S or done == total:
                     last_preview = now
                     work.frame_idx = step.frame_idx
-                    msg = f"Tracking: {done}/{total} frames"
+                    yield self._view(work, msg, progress=(done, total))
+                elif work.feed is not None:  # the canvas's timeline shows every frame's progress
                     yield self._view(work, msg, progress=(done, total))
         except SessionNotFound:
             raise UserError("This session has ended; upload the video again.") from None
         with self.ctx.use(session_id, KIND) as work:
-            yield self._tracked_view(work, done, total)
+            yield self._tracked_view(work, done, total, overlay)
 
-    def _tracked_view(self, work: VideoWork, done: int, total: int) -> VideoView:
+    def _tracked_view(self, work: VideoWork, done: int, total: int, overlay: bool) -> VideoView:
         """The view after a propagation of ``done`` of ``total`` frames, with its MP4."""
-        mp4 = self._overlay_mp4(work)
+        mp4 = self._overlay_mp4(work) if overlay else None
         msg = (
             f"Stopped after {done} of {total} frames; the tracked frames are kept."
             if done < total
@@ -386,7 +404,11 @@ class VideoHandlers:
         return self._view(work, msg, video=mp4, progress=(done, total))
 
     def _propagate_in_worker(
-        self, session_id: str, direction: str, progress: Callable[[int, int], None] | None
+        self,
+        session_id: str,
+        direction: str,
+        progress: Callable[[int, int], None] | None,
+        overlay: bool,
     ) -> Iterator[VideoView]:
         """:meth:`propagate` on ZeroGPU: one GPU call tracks every frame on a copy of the
         annotator and sends back progress, previews and finally the changed annotator. The
@@ -418,17 +440,19 @@ class VideoHandlers:
                 self._stop_files.pop(session_id, None)
                 stop.unlink(missing_ok=True)
             work.version += 1
-            yield self._tracked_view(work, done, total)
+            yield self._tracked_view(work, done, total, overlay)
 
     def cancel(self, session_id: str | None) -> str:
         """Ask a running propagation of this session to stop before its next frame."""
-        if session_id:
-            with suppress(SessionNotFound):
-                self.ctx.sessions.cancel(session_id)
-            stop = self._stop_files.get(session_id)
-            if stop is not None:
-                stop.touch()
-        return "Stopping…"
+        if not session_id:
+            return "Nothing is running."
+        stop = self._stop_files.get(session_id)
+        if stop is not None:
+            stop.touch()
+        with suppress(SessionNotFound):
+            if self.ctx.sessions.cancel(session_id) or stop is not None:
+                return "Stopping after the current frame…"
+        return "Nothing is running."
 
     def _overlay_mp4(self, work: VideoWork) -> Path:
         if work.mp4 is not None and work.mp4[0] == work.version and work.mp4[1].exists():
@@ -454,27 +478,3 @@ class VideoHandlers:
 
     def close(self, session_id: str | None) -> None:
         self.ctx.close_session(session_id)
-
-
-def track_frames(
-    annotator: VideoAnnotator, direction: str, stop_file: str, selected: int | None
-) -> Iterator[tuple[PropagationStep | None, np.ndarray | None, VideoAnnotator | None]]:
-    """Where the model runs (a GPU worker on ZeroGPU): track every prompted object, yielding
-    ``(step, preview or None, None)`` after each frame (a rendered preview at most every
-    ``PREVIEW_EVERY_S``) and ``(None, None, annotator)`` last. Stops early, keeping what it
-    tracked, once ``stop_file`` exists."""
-    steps = annotator.propagate(direction)  # type: ignore[arg-type]
-    last_preview = 0.0
-    try:
-        for step in steps:
-            picture = None
-            now = time.monotonic()
-            if now - last_preview >= PREVIEW_EVERY_S or step.done == step.total:
-                last_preview = now
-                picture = annotator.render(step.frame_idx, selected=selected)
-            yield step, picture, None
-            if os.path.exists(stop_file):
-                break
-    finally:
-        steps.close()  # type: ignore[attr-defined]
-    yield None, None, annotator

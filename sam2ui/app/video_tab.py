@@ -1,4 +1,9 @@
-"""The video tab of the Gradio app (see :mod:`sam2ui.app.ui`)."""
+"""The video tab of the Gradio app (see :mod:`sam2ui.app.ui`).
+
+The browser works on the annotation canvas (:mod:`~sam2ui.app.canvas_host`) with its
+timeline, playback and propagation; the named API endpoints (``/video_upload``,
+``/video_click``, ...) keep their inputs and outputs on hidden components.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ from typing import Any
 
 import gradio as gr
 
-from .compat import click_xy
+from .canvas_host import (
+    canvas_component,
+    canvas_guard,
+    event_data,
+    reply,
+    to_value,
+    upload_path,
+)
 from .context import AppContext
 from .parts import (
     DISPLAY_FORMAT,
@@ -21,12 +33,13 @@ from .parts import (
     wire_export,
     wire_object_panel,
 )
-from .video_handlers import DIRECTIONS, VideoHandlers, VideoView
+from .video_canvas import VideoCanvasHandlers, video_action
+from .video_handlers import DIRECTIONS, VideoView
 from .views import choices, legend_html
 
 
 def video_outputs(view: VideoView) -> tuple[Any, ...]:
-    """(frame, slider, object radio, legend, status) for a :class:`VideoView`."""
+    """(frame, slider, object radio, legend, status) for an API client."""
     return (
         view.frame,
         gr.Slider(minimum=0, maximum=max(view.num_frames - 1, 1), value=view.frame_idx, step=1),
@@ -36,54 +49,86 @@ def video_outputs(view: VideoView) -> tuple[Any, ...]:
     )
 
 
+def shown(view: VideoView) -> str:
+    """The canvas update of a view, as the canvas's value."""
+    return to_value(view.canvas or {})
+
+
 def video_tab(ctx: AppContext) -> None:
-    h = VideoHandlers(ctx)
+    h = VideoCanvasHandlers(ctx)
     cfg = ctx.config
     sid = gr.State(None, delete_callback=ctx.close_session)
     limits = f"up to {cfg.max_video_mb:g} MB and {cfg.max_video_seconds:g} s"
+    canvas = canvas_component("video", f"Drop a video ({limits}) on the canvas, or click it.")
     with gr.Row():
-        with gr.Column(scale=3):
-            video_in = gr.Video(
-                label=f"Upload a video ({limits})",
-                sources=["upload"],
-                include_audio=True,
-                height=200,
-                elem_id="video-upload",
-            )
-            frame = gr.Image(
-                label="Frame: click to prompt",
-                type="numpy",
-                interactive=False,
-                format=DISPLAY_FORMAT,
-                elem_id="video-frame",
-            )
-            slider = gr.Slider(0, 1, value=0, step=1, label="Frame", elem_id="video-slider")
-        with gr.Column(scale=2):
-            p = object_panel("video")
-            direction = gr.Radio(list(DIRECTIONS), value="both", label="Propagate")
-            with gr.Row():
-                propagate = gr.Button("Propagate", variant="primary", elem_id="video-propagate")
-                cancel = gr.Button("Cancel", variant="stop", elem_id="video-cancel")
-            status = gr.Markdown(elem_id="video-status")
-            result = gr.Video(label="Result (overlay)", interactive=False, elem_id="video-result")
-            export = gr.Button("Prepare downloads", elem_id="video-export")
-            files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        export = gr.Button("Prepare downloads", elem_id="video-export", scale=0)
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+    with gr.Group(visible=False):  # what the API endpoints read and write
+        video_in = gr.Video(label="video", sources=["upload"], include_audio=True)
+        frame = gr.Image(type="numpy", format=DISPLAY_FORMAT, label="frame")
+        slider = gr.Slider(0, 1, value=0, step=1, label="Frame")
+        p = object_panel("video-api")
+        direction = gr.Radio(list(DIRECTIONS), value="both", label="Propagate")
+        propagate = gr.Button("Propagate")
+        cancel = gr.Button("Cancel")
+        status = gr.Markdown()
+        result = gr.Video(label="Result (overlay)", interactive=False)
     api = api_inputs()
     outs = [frame, slider, p["objects"], p["legend"], status]
 
+    # ------------------------------------------------------------------ the browser canvas
+    @canvas_guard(extra=1)
+    def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
+        path = upload_path(event_data(evt).get("file"))
+        new_id, view = h.upload(session, path, owner_of(request), canvas=True)
+        return shown(view), new_id
+
+    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
+
+    @canvas_guard()
+    def on_act(session: str | None, evt: gr.EventData) -> Any:
+        return reply(video_action(h, session, event_data(evt)).canvas, evt)
+
+    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+
+    @canvas_guard()
+    def on_play(session: str | None, evt: gr.EventData) -> Iterator[Any]:
+        for view in h.play(session, int(event_data(evt).get("frame", 0))):
+            yield shown(view)
+
+    canvas.s2_play(on_play, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+
+    @canvas_guard()
+    def on_canvas_propagate(session: str | None, evt: gr.EventData) -> Iterator[Any]:
+        how = str(event_data(evt).get("direction", "both"))
+        for view in h.propagate(session, how, overlay=False):
+            yield shown(view)
+
+    canvas.s2_propagate(on_canvas_propagate, [sid], canvas, api_visibility="private")
+
+    @canvas_guard()
+    def on_stop(session: str | None, evt: gr.EventData) -> Any:
+        if event_data(evt).get("type") == "pause":
+            return shown(h.pause(session))
+        return to_value({"note": True, "message": h.cancel(session)})
+
+    canvas.s2_stop(
+        on_stop,
+        [sid],
+        canvas,
+        api_visibility="private",
+        concurrency_limit=None,
+        trigger_mode="multiple",
+    )
+    wire_export(export, h, sid, files, "video")
+
+    # ------------------------------------------------------------------ the API
     @guard
     def on_upload(session: str | None, path: str | None, request: gr.Request) -> Any:
         new_id, view = h.upload(session, path, owner_of(request))
         return (new_id, *video_outputs(view), None)
 
     video_in.upload(on_upload, [sid, video_in], [sid, *outs, result], api_name="video_upload")
-
-    @guard
-    def on_select(session: str | None, idx: float, obj: Any, mode: str, evt: gr.SelectData) -> Any:
-        x, y = click_xy(evt)
-        return video_outputs(h.point(session, int(idx), object_id(obj), x, y, mode))
-
-    frame.select(on_select, [sid, slider, p["objects"], p["mode"]], outs, api_visibility="private")
 
     @guard
     def on_click(session: str | None, idx: float, obj: Any, x: float, y: float, pos: bool) -> Any:
@@ -121,6 +166,7 @@ def video_tab(ctx: AppContext) -> None:
         outs,
         api_name="video_undo",
     )
+    a["trigger"].click(simple(h.redo), [sid], outs, api_name="video_redo")
     p["clear"].click(
         simple(lambda s, i, o: h.clear_frame(s, int(i), object_id(o))),
         [sid, slider, p["objects"]],
@@ -142,4 +188,3 @@ def video_tab(ctx: AppContext) -> None:
     propagate.click(on_propagate, [sid, direction], [*outs, result], api_name="video_propagate")
     # Not a gradio `cancels=`: the handler stops between frames and keeps what it tracked.
     cancel.click(guard(h.cancel), [sid], status, api_name="video_cancel", concurrency_limit=None)
-    wire_export(export, h, sid, files, "video")

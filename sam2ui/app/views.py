@@ -18,6 +18,7 @@ __all__ = [
     "MODES",
     "ObjectRow",
     "choices",
+    "describe_frame",
     "legend_html",
     "object_rows",
     "thumbnail",
@@ -103,3 +104,12 @@ def mark_corner(image: np.ndarray, corner: tuple[float, float]) -> np.ndarray:
     out[max(0, y - 1) : y + 2, max(0, x - arm) : x + arm + 1] = (255, 215, 0)
     out[max(0, y - arm) : y + arm + 1, max(0, x - 1) : x + 2] = (255, 215, 0)
     return out
+
+
+def describe_frame(work: Any, details: Mapping[int, str]) -> str:
+    """The video status line when an action has nothing else to say: the frame shown and the
+    selected object (``work``: a video session's ``frame_idx``, ``selected``, ``annotator``)."""
+    where = f"Frame {work.frame_idx} of {work.annotator.num_frames - 1}"
+    if work.selected is None:
+        return f"{where}. Click on an object to segment it."
+    return f"{where}. Object {work.selected}: {details.get(work.selected, '')}."

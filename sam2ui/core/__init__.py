@@ -67,6 +67,10 @@ _LAZY: dict[str, str] = {
     "PropagationStep": "sam2ui.core.annotate.video",
     "VideoAnnotator": "sam2ui.core.annotate.video",
     "VideoObject": "sam2ui.core.annotate.video",
+    "CanvasFeed": "sam2ui.core.annotate.canvas",
+    "canvas_css": "sam2ui.core.annotate.canvas",
+    "canvas_js": "sam2ui.core.annotate.canvas",
+    "mask_runs": "sam2ui.core.annotate.canvas",
     "Color": "sam2ui.core.render",
     "NEGATIVE_COLOR": "sam2ui.core.render",
     "POSITIVE_COLOR": "sam2ui.core.render",
@@ -113,6 +117,7 @@ __all__ = [
     "Box",
     "CancellableIterator",
     "Candidate",
+    "CanvasFeed",
     "CheckpointUnavailableError",
     "Click",
     "Color",
@@ -146,6 +151,8 @@ __all__ = [
     "build_sam2_hf",
     "build_sam2_video_predictor",
     "build_sam2_video_predictor_hf",
+    "canvas_css",
+    "canvas_js",
     "check_prompts_inside",
     "cutout_png",
     "davis_palette",
@@ -163,6 +170,7 @@ __all__ = [
     "load_prompt_file",
     "load_sam2",
     "marker_sizes",
+    "mask_runs",
     "mask_to_coco_rle",
     "masks_as_prompts",
     "masks_to_rle",
@@ -187,6 +195,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from sam2ui.core.annotate.canvas import CanvasFeed, canvas_css, canvas_js, mask_runs
     from sam2ui.core.annotate.image import AnnotatedObject, Candidate, ImageAnnotator
     from sam2ui.core.annotate.prompt_file import (
         PromptError,

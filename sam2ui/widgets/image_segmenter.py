@@ -1,8 +1,9 @@
 """Interactive segmentation of one image in a notebook.
 
-Built on ipywidgets 8 and anywidget: mouse input comes from :class:`~.canvas.PromptCanvas`,
-whose front end is an ES module shipped with this package (no CDN, no build step). Runs in
-JupyterLab 4, Notebook 7, VS Code and Colab.
+Built on ipywidgets 8 and anywidget: the picture, the legend and the mouse input are the
+engine's annotation canvas (:class:`~.canvas.PromptCanvas`, the web app's canvas too: an ES
+module shipped with sam2ui, no CDN, no build step). Runs in JupyterLab 4, Notebook 7, VS Code
+and Colab.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ class ImageSegmenter(SegmenterBase):
     """Click to segment objects in an image; the masks are numpy arrays in :attr:`masks`.
 
     On the picture: a click adds an object point to the selected object, shift-, alt- or
-    right-click a background point (the Object/Background toggle swaps the two), and a drag
-    draws the object's box. The mask is predicted again after each prompt and drawn tinted in
-    the object's colour. "Add object" starts another object; the dropdown selects which one
-    clicks go to. After a single click the model's three candidate masks can be compared
-    with the "Candidate" buttons.
+    right-click a background point (the Object/Background toggle swaps the two), a drag draws
+    the object's box, and a click on a point removes it. The mask is predicted again after
+    each prompt and drawn in the object's colour. The legend beside the picture selects,
+    hides, renames (double-click) and removes objects; "+ Add object" starts another one.
+    Undo and redo (Ctrl+Z, Ctrl+Shift+Z) take back and apply again the last prompt changes.
+    After a single click the model's three candidate masks can be compared with the
+    "Candidate" buttons.
 
     Args:
         image: an ``(H, W, 3)`` uint8 array, a PIL image or an image file path.
@@ -49,7 +52,8 @@ class ImageSegmenter(SegmenterBase):
         device, dtype: for a model loaded by name (default: cuda, then mps, then cpu; float32).
         cache: the model cache to use (default: the process-wide one the app shares).
         multimask: predict three candidates for a single click (the reference's advice).
-        display_width: shown width in screen pixels (0: natural size, shrunk to fit).
+        display_width: width of the canvas (picture and legend) in screen pixels (0: the
+            notebook's width).
 
     Coordinates everywhere are image pixels, x right, y down; boxes XYXY. The engine's
     annotator is :attr:`annotator` (:class:`~sam2ui.core.ImageAnnotator`).
@@ -98,6 +102,8 @@ class ImageSegmenter(SegmenterBase):
         """Segment another image (array, PIL image or path); every object is forgotten."""
         with self._lock:
             self.annotator.set_image(open_image(image))
+            self._active = None
+            self._feed.reset()  # a new picture, whatever its id
         self.add_object()
 
     def choose_candidate(self, index: int, obj_id: int | None = None) -> None:
@@ -115,7 +121,9 @@ class ImageSegmenter(SegmenterBase):
         self._check_idle()
         with self._lock:
             ids = self.annotator.segment_everything(**generator_kwargs)
-        self._sync_objects(select=ids[0] if ids else self.selected)
+            if ids:
+                self._active = ids[0]
+        self.refresh()
         return ids
 
     def cutout(self, obj_id: int) -> np.ndarray:
@@ -134,23 +142,33 @@ class ImageSegmenter(SegmenterBase):
             return self.annotator.coco_json()
 
     # ------------------------------------------------------------------ hooks
+    def _update(self, message: str) -> dict[str, Any]:
+        return self._feed.image_update(self.annotator, self._active, message)
+
     def _click(self, obj_id: int, x: float, y: float, positive: bool) -> None:
         self.annotator.add_click(obj_id, x, y, positive)
 
     def _box(self, obj_id: int, x0: float, y0: float, x1: float, y1: float) -> None:
         self.annotator.set_box(obj_id, x0, y0, x1, y1)
 
+    def _remove_click(self, obj_id: int, index: int) -> None:
+        self.annotator.remove_click(obj_id, index)
+
     def _undo(self, obj_id: int) -> None:
         self.annotator.undo(obj_id)
+
+    def _undo_last(self) -> int | None:
+        obj = self.annotator.undo()
+        return None if obj is None else int(obj.obj_id)
+
+    def _redo(self) -> int | None:
+        obj = self.annotator.redo()
+        return None if obj is None else int(obj.obj_id)
 
     def _clear(self, obj_id: int) -> None:
         self.annotator.clear_object(obj_id)
 
-    def _picture(self) -> np.ndarray:
-        return self.annotator.render(self.selected)
-
-    def refresh(self) -> None:
-        super().refresh()
+    def _after_refresh(self) -> None:
         self._sync_candidates()
 
     def _sync_candidates(self) -> None:
@@ -171,7 +189,7 @@ class ImageSegmenter(SegmenterBase):
             return
         self.choose_candidate(int(change["new"]))
 
-    def _status_html(self) -> str:
+    def _status_text(self) -> str:
         obj_id = self.selected
         if obj_id is None:
             return "No object: click on the picture to start one."
@@ -186,4 +204,4 @@ class ImageSegmenter(SegmenterBase):
         else:
             score = f", predicted IoU {obj.score:.2f}" if obj.score is not None else ""
             result = f"mask of {int(obj.mask.sum()):,} px{score}"
-        return f"{self._object_html(obj_id)}: {', '.join(parts)}; {result}"
+        return f"{obj.name} (#{obj_id}): {', '.join(parts)}; {result}"

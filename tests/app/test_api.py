@@ -132,7 +132,7 @@ def test_video_session_over_the_api(client, video_file: Path) -> None:
     assert sorted(Path(f).suffix for f in files) == [".json", ".mp4", ".zip"]
     with zipfile.ZipFile(next(f for f in files if f.endswith(".zip"))) as zf:
         assert sum(n.endswith(".png") for n in zf.namelist()) >= 6
-    assert client.predict(api_name="/video_cancel") == "Stopping…"
+    assert client.predict(api_name="/video_cancel") == "Nothing is running."
 
 
 def test_app_on_a_random_weight_checkpoint(meta_checkpoint, image_file: Path) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast
+import json
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sam2ui.app.compat import EventDataError, click_xy, picked_index, was_deselected
 from sam2ui.app.options import AppConfig
-from sam2ui.app.views import MODES
 from sam2ui.core import ModelCache
-from tests.app.conftest import make_image
+from tests.app.conftest import HEIGHT, WIDTH, make_image
 
 
 @dataclass
@@ -137,36 +139,54 @@ def demo(small_cache: ModelCache) -> Any:
     app.sam2ui_context.close()
 
 
-def test_image_listeners_read_select_data(demo: Any) -> None:
+def _event(data: dict[str, Any]) -> Any:
     import gradio as gr
 
-    upload = _endpoint(demo, "image_upload")
-    select = _listener(demo, "image-canvas", "select")
-    sid, *_ = upload(None, make_image(), None)
-    outs = select(sid, None, MODES[0], gr.SelectData(None, {"index": [40, 48], "value": None}))
-    radio, candidates = outs[1], outs[3]
-    assert [value for _, value in radio.choices] == [1] and len(candidates) == 3
-    with pytest.raises(gr.Error, match="Could not tell where the click was"):
-        select(sid, None, MODES[0], gr.SelectData(None, {"index": [None, None], "value": None}))
+    return gr.EventData(None, data)
+
+
+def test_image_canvas_listeners_read_event_data(demo: Any, tmp_path: Path) -> None:
+    import gradio as gr
+
+    load = _listener(demo, "image-annotator", "s2_load")
+    act = _listener(demo, "image-annotator", "s2_act")
+    folder = Path(gr.utils.get_upload_folder())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sam2ui-test-{uuid.uuid4().hex}.png"
+    Image.fromarray(make_image()).save(path)
+    try:
+        value, sid, _ = load(None, _event({"type": "load", "file": str(path)}), None)
+    finally:
+        path.unlink()
+    update = json.loads(value)
+    assert (update["picture"]["width"], update["picture"]["height"]) == (WIDTH, HEIGHT)
+    value, candidates = act(sid, _event({"type": "click", "x": 40, "y": 48, "positive": True}))
+    update = json.loads(value)
+    assert list(update["masks"]) == ["1"] and update["objects"][0]["id"] == 1
+    assert len(candidates) == 3 and "picture" not in update  # the picture went once
+    value, _ = act(sid, _event({"type": "click", "x": 4000, "y": 48}))
+    assert json.loads(value)["error"] and "outside" in json.loads(value)["message"]
+    # Only files gradio received can be opened.
+    outside = tmp_path / "elsewhere.png"
+    Image.fromarray(make_image()).save(outside)
+    value, *_ = load(None, _event({"type": "load", "file": str(outside)}), None)
+    assert "was not uploaded here" in json.loads(value)["message"]
 
     gallery = _listener(demo, "image-candidates", "select")
-    outs = gallery(sid, 1, gr.SelectData(None, {"index": 2, "value": None}))
-    assert "(shown)" in outs[3][2][1]  # the third candidate is now the one shown
-    outs = gallery(sid, 1, gr.SelectData(None, {"index": 0, "value": None, "selected": False}))
-    assert "(shown)" in outs[3][2][1]  # unpicking changes nothing
-    with pytest.raises(gr.Error, match="3 candidate masks"):
-        gallery(sid, 1, gr.SelectData(None, {"index": 7, "value": None}))
+    _, candidates = gallery(sid, gr.SelectData(None, {"index": 2, "value": None}))
+    assert "(shown)" in candidates[2][1]  # the third candidate is now the one shown
+    value, candidates = gallery(
+        sid, gr.SelectData(None, {"index": 0, "value": None, "selected": False})
+    )
+    assert candidates == gr.skip() and json.loads(value)["masks"] == {}  # nothing changes
+    value, _ = gallery(sid, gr.SelectData(None, {"index": 7, "value": None}))
+    assert "3 candidate masks" in json.loads(value)["message"]
 
 
-def test_video_listener_reads_select_data(demo: Any) -> None:
-    import gradio as gr
-
-    select = _listener(demo, "video-frame", "select")
-    with pytest.raises(gr.Error, match="Could not tell where the click was"):
-        select(None, 0, None, MODES[0], gr.SelectData(None, {"index": None, "value": None}))
-    # A readable click gets past the event data to the handler (no video yet).
-    with pytest.raises(gr.Error, match="Upload a video first"):
-        select(None, 0, None, MODES[0], gr.SelectData(None, {"index": [3, 4], "value": None}))
+def test_video_canvas_listener_without_a_video(demo: Any) -> None:
+    act = _listener(demo, "video-annotator", "s2_act")
+    value = act(None, _event({"type": "click", "x": 3, "y": 4, "frame": 0}))
+    assert json.loads(value)["message"] == "Upload a video first."
 
 
 # ------------------------------------------------------------------ gradio's signatures

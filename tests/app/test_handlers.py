@@ -288,8 +288,7 @@ def test_video_cancel_keeps_tracked_frames(video_ctx: AppContext, video_file: Pa
 def test_video_box_and_objects(video_ctx: AppContext, video_file: Path) -> None:
     h = VideoHandlers(video_ctx)
     sid, _ = h.upload(None, video_file)
-    h.point(sid, 1, None, 20, 30, BOX)
-    view = h.point(sid, 1, None, 60, 66, BOX)
+    view = h.box(sid, 1, None, 20, 30, 60, 66)
     assert view.objects[0].detail.startswith("prompts on frames [1]")
     view = h.add_object(sid, "second")
     assert [r.label for r in view.objects] == ["1: object 1", "2: second"]

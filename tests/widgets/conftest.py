@@ -1,13 +1,19 @@
-"""Fixtures of the widget tests: a small random-weight model in its own cache, and pictures."""
+"""Fixtures of the widget tests: a small random-weight model in its own cache, pictures, and
+the updates a widget sends its canvas, read back as the browser reads them."""
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from sam2ui.core.annotate.canvas import unpack_runs
 from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling import SAM2Model
 from sam2ui.core.modeling.config import get_config
@@ -50,3 +56,63 @@ def clip() -> np.ndarray:
     for t in range(5):
         frames[t, 12:30, 8 + 3 * t : 26 + 3 * t] = (220, 200, 30)
     return frames
+
+
+class CanvasLog:
+    """The updates sent to a canvas (through its comm's ``send``), with the state they add up
+    to, as the canvas's ``apply`` keeps it: the picture, the masks and the last fields."""
+
+    def __init__(self, canvas: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.updates: list[dict[str, Any]] = []
+        self.picture: np.ndarray | None = None
+        self.masks: dict[int, np.ndarray] = {}
+        self.state: dict[str, Any] = {}
+        monkeypatch.setattr(canvas, "send", self._receive)
+
+    def _receive(self, content: dict[str, Any], buffers: object = None) -> None:
+        assert content["type"] == "update"
+        update = content["update"]
+        self.updates.append(update)
+        if update.get("error"):
+            return
+        if "picture" in update:
+            src = update["picture"]["src"]
+            data = base64.b64decode(src.split(",", 1)[1])
+            self.picture = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            assert self.picture.shape[:2] == (
+                update["picture"]["height"],
+                update["picture"]["width"],
+            )
+        if update.get("masks_reset"):
+            self.masks = {}
+        assert self.picture is not None, "masks before any picture"
+        for key, mask in update.get("masks", {}).items():
+            if mask is None:
+                del self.masks[int(key)]
+            else:
+                self.masks[int(key)] = decode_runs(unpack_runs(mask["rle"]), self.picture.shape[:2])
+        self.state.update(update)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.updates[-1]
+
+
+def decode_runs(runs: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """A mask from its runs (off, on, off, ... in row-major order), as canvas.js draws it."""
+    assert sum(runs) == shape[0] * shape[1]
+    values = np.arange(len(runs)) % 2 == 1
+    return np.repeat(values, runs).reshape(shape[:2])
+
+
+@pytest.fixture
+def canvas_log(monkeypatch: pytest.MonkeyPatch):
+    """``canvas_log(widget)``: a :class:`CanvasLog` of the widget's canvas, from a ``sync``
+    (what a canvas sends when it is shown) on."""
+
+    def attach(widget: Any) -> CanvasLog:
+        log = CanvasLog(widget.canvas, monkeypatch)
+        widget.canvas.send_event({"type": "sync"})
+        return log
+
+    return attach

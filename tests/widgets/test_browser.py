@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -185,6 +184,11 @@ def _run_all_cells(page, attempts: int = 3) -> None:
                 raise
 
 
+PREFIX_CODE = """
+import json as _json
+print(_json.dumps({"image": seg.canvas.prefix, "video": vseg.canvas.prefix}))
+"""
+
 STATE_CODE = """
 import json as _json
 _obj = seg.annotator.objects[seg.selected]
@@ -193,6 +197,8 @@ print(_json.dumps({
     "box": _obj.box,
     "mask_px": {str(k): int(v.sum()) for k, v in seg.masks.items()},
     "size": list(seg.image.shape[:2]),
+    "objects": sorted(seg.annotator.objects),
+    "selected": seg.selected,
     "errors": [o.get("text", "") for o in seg.errors.outputs],
 }))
 """
@@ -210,6 +216,31 @@ print(_json.dumps({
 }))
 """
 
+ACTIVE_CELL = """() => [...document.querySelectorAll(".jp-Notebook .jp-Cell")].findIndex(
+  (c) => c.classList.contains("jp-mod-active"))"""
+
+# The number of the last update a canvas applied (canvas.js keeps it on its widget element).
+SEQ = """prefix => {
+  const stage = document.getElementById(prefix + "-canvas");
+  return stage ? Number(stage.closest(".s2-root").parentElement.dataset.seq || 0) : 0;
+}"""
+
+
+def _seq(page, prefix: str) -> int:
+    return int(page.evaluate(SEQ, prefix))
+
+
+def _wait_for_update(page, prefix: str, after: int) -> None:
+    """Until the canvas has applied an update after number ``after``."""
+    page.wait_for_function(f"p => ({SEQ})(p) > {after}", arg=prefix)
+
+
+def _point(view, x: float, y: float) -> dict[str, float]:
+    """Where image pixel ``(x, y)`` of the 320 × 240 picture is on the canvas element."""
+    box = view.bounding_box()
+    assert box is not None and box["width"] > 100
+    return {"x": (x + 0.5) / 320 * box["width"], "y": (y + 0.5) / 240 * box["height"]}
+
 
 def test_click_in_jupyterlab_reaches_the_kernel(jupyter_lab: Lab, browser_page) -> None:
     page = browser_page
@@ -218,26 +249,25 @@ def test_click_in_jupyterlab_reaches_the_kernel(jupyter_lab: Lab, browser_page) 
     page.locator(".jp-Notebook .jp-Cell").first.wait_for()
     _wait_for_connected_kernel(jupyter_lab)
     _run_all_cells(page)
-
-    # The first canvas is the ImageSegmenter's (the VideoSegmenter's comes later).
-    canvas = page.locator(".sam2ui-canvas").first
-    picture = canvas.locator("img")
-    picture.wait_for(state="visible")
-    page.wait_for_function("el => el.complete && el.naturalWidth > 0", arg=picture.element_handle())
     # Every cell done (each prompt shows its execution count), so the kernel is free.
     page.wait_for_function(ALL_CELLS_RUN)
-    box = picture.bounding_box()
-    assert box is not None and box["width"] > 100
-    shown_before = int(canvas.get_attribute("data-shown") or 0)
+    prefixes = _kernel_state(jupyter_lab, PREFIX_CODE)
+    image, video = prefixes["image"], prefixes["video"]
+
+    # The ImageSegmenter's canvas: shown once its picture arrived (it asked with a sync).
+    view = page.locator(f"#{image}-canvas canvas.s2-view")
+    view.wait_for(state="visible")
+    legend = page.locator(f"#{image}-legend")
+    legend.locator('.s2-row.s2-active[data-obj-id="1"]').wait_for()
+    status = page.locator(f"#{image}-status")
 
     # A click in the middle of the yellow square (image pixels 90, 100 of 320 × 240).
-    x, y = 90.5 / 320 * box["width"], 100.5 / 240 * box["height"]
-    picture.click(position={"x": x, "y": y})
+    before = _seq(page, image)
+    view.click(position=_point(view, 90, 100))
+    _wait_for_update(page, image, before)
     page.wait_for_function(
-        f"el => Number(el.dataset.shown || 0) > {shown_before}", arg=canvas.element_handle()
+        "el => /mask of [0-9,]+ px/.test(el.textContent)", arg=status.element_handle()
     )
-    status = canvas.locator("xpath=..").locator("text=/mask of [0-9,]+ px/")
-    status.first.wait_for()
 
     state = _kernel_state(jupyter_lab, STATE_CODE)
     assert state["errors"] == []
@@ -249,49 +279,73 @@ def test_click_in_jupyterlab_reaches_the_kernel(jupyter_lab: Lab, browser_page) 
     assert state["mask_px"]["1"] > 0
 
     # A drag from (40, 50) to (140, 150) draws the object's box.
-    shown_before = int(canvas.get_attribute("data-shown") or 0)
-    box = picture.bounding_box()
+    before = _seq(page, image)
+    box = view.bounding_box()
     assert box is not None
-    page.mouse.move(box["x"] + 40.5 / 320 * box["width"], box["y"] + 50.5 / 240 * box["height"])
+    start, end = _point(view, 40, 50), _point(view, 140, 150)
+    page.mouse.move(box["x"] + start["x"], box["y"] + start["y"])
     page.mouse.down()
     for step in range(1, 6):
         f = step / 5
         page.mouse.move(
-            box["x"] + (40.5 + 100 * f) / 320 * box["width"],
-            box["y"] + (50.5 + 100 * f) / 240 * box["height"],
+            box["x"] + start["x"] + (end["x"] - start["x"]) * f,
+            box["y"] + start["y"] + (end["y"] - start["y"]) * f,
         )
     page.mouse.up()
-    page.wait_for_function(
-        f"el => Number(el.dataset.shown || 0) > {shown_before}", arg=canvas.element_handle()
-    )
+    _wait_for_update(page, image, before)
     state = _kernel_state(jupyter_lab, STATE_CODE)
     x0, y0, x1, y1 = state["box"]
     assert [round(v) for v in (x0, y0, x1, y1)] == [40, 50, 140, 150]
     assert len(state["clicks"]) == 1 and state["mask_px"]["1"] > 0
 
-    # The video widget: a click on frame 0, then Track in the background; Cancel is handled
-    # while frames are being tracked, and a second Track finishes the clip.
-    video_canvas = page.locator(".sam2ui-canvas").nth(1)
-    video_canvas.scroll_into_view_if_needed()
-    frame_picture = video_canvas.locator("img")
-    vbox = frame_picture.bounding_box()
-    assert vbox is not None
-    shown_before = int(video_canvas.get_attribute("data-shown") or 0)
-    frame_picture.click(
-        position={"x": 90.5 / 320 * vbox["width"], "y": 100.5 / 240 * vbox["height"]}
-    )
+    # The legend's "+ Add object" reaches the kernel, and the new object is the active one.
+    before = _seq(page, image)
+    page.locator(f"#{image}-add").click()
+    _wait_for_update(page, image, before)
+    legend.locator('.s2-row.s2-active[data-obj-id="2"]').wait_for()
+    state = _kernel_state(jupyter_lab, STATE_CODE)
+    assert state["objects"] == [1, 2] and state["selected"] == 2 and state["errors"] == []
+
+    # The video widget: a click on frame 0, then Propagate in the background; Cancel is
+    # handled while frames are being tracked, and a second Propagate finishes the clip.
+    frame_view = page.locator(f"#{video}-canvas canvas.s2-view")
+    frame_view.scroll_into_view_if_needed()
+    frame_view.wait_for(state="visible")
+    video_status = page.locator(f"#{video}-status")
+    controls = page.locator(".s2-root").filter(has=page.locator(f"#{video}-canvas"))
+    before = _seq(page, video)
+    frame_view.click(position=_point(frame_view, 90, 100))
+    _wait_for_update(page, video, before)
+    controls.get_by_role("button", name="Propagate").click()
     page.wait_for_function(
-        f"el => Number(el.dataset.shown || 0) > {shown_before}", arg=video_canvas.element_handle()
+        "el => /^Tracking: [1-3]\\/6 frames$/.test(el.textContent)",
+        arg=video_status.element_handle(),
     )
-    page.get_by_role("button", name="Track").click()
-    page.get_by_text(re.compile(r"^[1-3]/6 frames$")).wait_for()
-    page.get_by_role("button", name="Cancel").click()
-    page.get_by_text(re.compile(r"frames \(cancelled\)$")).wait_for()
+    controls.get_by_role("button", name="Cancel").click()
+    page.wait_for_function(
+        "el => /^Tracking cancelled after/.test(el.textContent)",
+        arg=video_status.element_handle(),
+    )
     state = _kernel_state(jupyter_lab, VIDEO_STATE_CODE)
     assert state["errors"] == [] and not state["running"]
     assert 1 <= len(state["tracked"]) < 6 and state["tracked"][0] == 0
-    page.get_by_role("button", name="Track").click()
-    page.get_by_text("6/6 frames", exact=True).wait_for()
+    controls.get_by_role("button", name="Propagate").click()
+    page.wait_for_function(
+        "el => el.textContent === 'Tracked 6/6 frames.'", arg=video_status.element_handle()
+    )
     state = _kernel_state(jupyter_lab, VIDEO_STATE_CODE)
     assert state["tracked"] == [0, 1, 2, 3, 4, 5] and state["frame"] == 5
     assert all(px > 0 for px in state["mask_px"])
+    # The canvas shows the frame the kernel is on.
+    assert page.locator(f"#{video}-frame-number").input_value() == "5"
+
+    # Keys typed on the canvas are the canvas's, not JupyterLab's: J steps a frame back
+    # (in JupyterLab's command mode it would select the next cell).
+    active_cell = page.evaluate(ACTIVE_CELL)
+    before = _seq(page, video)
+    controls.focus()
+    page.keyboard.press("j")
+    _wait_for_update(page, video, before)
+    state = _kernel_state(jupyter_lab, VIDEO_STATE_CODE)
+    assert state["frame"] == 4 and state["errors"] == []
+    assert page.evaluate(ACTIVE_CELL) == active_cell

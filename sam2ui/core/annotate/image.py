@@ -124,6 +124,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         self.multimask = bool(multimask)
         self._image: np.ndarray | None = None
         self._undo: dict[int, list[_Undo]] = {}
+        self._history: list[int] = []  # the object of each undoable change, oldest first
+        self._redo: list[tuple[int, _Undo]] = []  # what undo took back, newest last
         # Masks of "segment everything" objects: what undoing their last click goes back to.
         self._auto: dict[int, tuple[np.ndarray, float | None]] = {}
         self._tint = TintCache()
@@ -140,6 +142,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         self._image = rgb
         self._objects.clear()
         self._undo.clear()
+        self._history.clear()
+        self._redo.clear()
         self._auto.clear()
         self._tint.clear()
         self._contours.clear()
@@ -167,7 +171,7 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         """KeyError-free ValueError naming the id when it does not exist (for every method)."""
         self._obj(obj_id)
         del self._objects[obj_id]
-        self._undo.pop(obj_id, None)
+        self._forget_history(obj_id)
         self._auto.pop(obj_id, None)
         self._contours.pop(obj_id, None)
 
@@ -187,29 +191,82 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         box = check_box(x0, y0, x1, y1, h, w)
         return self._change(obj, [p for p in obj.prompts if isinstance(p, Click)] + [box])
 
+    def remove_click(self, obj_id: int, index: int) -> AnnotatedObject:
+        """Remove the object's click number ``index`` (0-based, in the order given) and
+        predict again; undo brings it back."""
+        obj = self._obj(obj_id)
+        clicks = [i for i, p in enumerate(obj.prompts) if isinstance(p, Click)]
+        if isinstance(index, bool) or not 0 <= int(index) < len(clicks):
+            raise ValueError(f"object {obj_id} has {len(clicks)} clicks; no click {index!r}")
+        drop = clicks[int(index)]
+        return self._change(obj, [p for i, p in enumerate(obj.prompts) if i != drop])
+
     def _change(self, obj: AnnotatedObject, prompts: list[Prompt]) -> AnnotatedObject:
+        self._redo.clear()  # a new edit starts a new branch: nothing to redo
+        return self._edit(obj, prompts)
+
+    def _edit(
+        self, obj: AnnotatedObject, prompts: list[Prompt], chosen: int | None = None
+    ) -> AnnotatedObject:
         if not obj.prompts and obj.mask is not None and obj.obj_id not in self._auto:
             self._auto[obj.obj_id] = (obj.mask, obj.score)  # first click on an automatic mask
         before = _Undo(list(obj.prompts), obj.chosen)
-        self._predict(obj, prompts)
+        self._predict(obj, prompts, chosen)
         self._undo.setdefault(obj.obj_id, []).append(before)
+        self._history.append(obj.obj_id)
         return obj
 
-    def undo(self, obj_id: int) -> AnnotatedObject:
-        """Remove the object's last prompt (click or box) and predict again (no prompt left:
-        no mask, or the mask "segment everything" gave it). Nothing to undo is not an error."""
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._history)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def last_changed(self) -> int | None:
+        """The object an undo without an id would change (None: nothing to undo)."""
+        return self._history[-1] if self._history else None
+
+    def undo(self, obj_id: int | None = None) -> AnnotatedObject | None:
+        """Take back the object's last prompt change (click, box, removed click) and predict
+        again (no prompt left: no mask, or the mask "segment everything" gave it). Without
+        ``obj_id``, the last change of any object. Nothing to undo is not an error (returns
+        the object, or None without an id)."""
+        if obj_id is None:
+            if not self._history:
+                return None
+            obj_id = self._history[-1]
         obj = self._obj(obj_id)
         stack = self._undo.get(obj_id)
         if not stack:
             return obj
         state = stack.pop()
+        self._redo.append((obj_id, _Undo(list(obj.prompts), obj.chosen)))
+        last = len(self._history) - 1 - self._history[::-1].index(obj_id)
+        del self._history[last]
         self._predict(obj, state.prompts, state.chosen)
         return obj
+
+    def redo(self, obj_id: int | None = None) -> AnnotatedObject | None:
+        """Apply again what the last :meth:`undo` (of ``obj_id``, or of any object) took back;
+        None when there is nothing to redo."""
+        picks = [i for i, (oid, _) in enumerate(self._redo) if obj_id in (None, oid)]
+        if not picks:
+            return None
+        oid, state = self._redo.pop(picks[-1])
+        return self._edit(self._obj(oid), state.prompts, state.chosen)
+
+    def _forget_history(self, obj_id: int) -> None:
+        self._undo.pop(obj_id, None)
+        self._history = [i for i in self._history if i != obj_id]
+        self._redo = [(i, s) for i, s in self._redo if i != obj_id]
 
     def clear_object(self, obj_id: int) -> AnnotatedObject:
         """Remove every prompt and the mask of the object; the object stays."""
         obj = self._obj(obj_id)
-        self._undo.pop(obj_id, None)
+        self._forget_history(obj_id)
         self._auto.pop(obj_id, None)
         self._set_result(obj, [], None, None, [], None)
         return obj

@@ -93,6 +93,8 @@ class VideoAnnotator(ObjectTable[VideoObject]):
             video, offload_state_to_cpu=offload_state_to_cpu
         )
         self._undo: dict[tuple[int, int], list[FramePrompts]] = {}
+        self._history: list[tuple[int, int]] = []  # (obj_id, frame) of each change, oldest first
+        self._redo: list[tuple[tuple[int, int], FramePrompts]] = []  # what undo took back
         self._running = False
 
     @property
@@ -144,8 +146,13 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         # Not in the predictor's session when it was never prompted.
         self.predictor.remove_object(self.session, obj_id, strict=False, need_output=False)
         del self._objects[obj_id]
-        for key in [k for k in self._undo if k[0] == obj_id]:
+        self._forget_history(lambda key: key[0] == obj_id)
+
+    def _forget_history(self, drop: Callable[[tuple[int, int]], bool]) -> None:
+        for key in [k for k in self._undo if drop(k)]:
             del self._undo[key]
+        self._history = [k for k in self._history if not drop(k)]
+        self._redo = [(k, p) for k, p in self._redo if not drop(k)]
 
     # ------------------------------------------------------------------ prompts
     def _check_idle(self) -> None:
@@ -174,30 +181,87 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         new.box = check_box(x0, y0, x1, y1, *self.size)
         return self._change(obj, f, new)
 
+    def remove_click(self, frame_idx: int, obj_id: int, index: int) -> dict[int, np.ndarray]:
+        """Remove the object's click number ``index`` (0-based) on the frame; undo brings it
+        back. Returns the frame's masks."""
+        obj, f = self._obj(obj_id), self._frame_idx(frame_idx)
+        new = obj.prompts.get(f, FramePrompts()).copy()
+        if isinstance(index, bool) or not 0 <= int(index) < len(new.clicks):
+            raise ValueError(
+                f"object {obj_id} has {len(new.clicks)} clicks on frame {f}; no click {index!r}"
+            )
+        del new.clicks[int(index)]
+        # From the remaining prompts alone, as if the click had never been given.
+        return self._change(obj, f, new, fresh=True)
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._history)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    @property
+    def last_changed(self) -> tuple[int, int] | None:
+        """``(frame_idx, obj_id)`` an undo of the last change would touch, or None."""
+        return (self._history[-1][1], self._history[-1][0]) if self._history else None
+
+    @property
+    def next_redo(self) -> tuple[int, int] | None:
+        """``(frame_idx, obj_id)`` a redo would touch, or None."""
+        return (self._redo[-1][0][1], self._redo[-1][0][0]) if self._redo else None
+
     def undo(self, frame_idx: int, obj_id: int) -> dict[int, np.ndarray]:
-        """Remove the object's last prompt on the frame (nothing to undo is not an error)."""
+        """Take back the object's last prompt change on the frame (nothing to undo is not an
+        error); :meth:`redo` applies it again."""
         obj, f = self._obj(obj_id), self._frame_idx(frame_idx)
         self._check_idle()
         stack = self._undo.get((obj_id, f))
         if not stack:
             return self.masks(f)
+        current = obj.prompts.get(f, FramePrompts()).copy()
         out = self._apply(obj, f, stack[-1], fresh=True)
         stack.pop()
+        self._redo.append(((obj_id, f), current))
+        key = (obj_id, f)
+        del self._history[len(self._history) - 1 - self._history[::-1].index(key)]
         return out
+
+    def redo(self) -> tuple[int, int] | None:
+        """Apply again what the last :meth:`undo` took back; returns its ``(frame_idx,
+        obj_id)``, or None when there is nothing to redo."""
+        if not self._redo:
+            return None
+        self._check_idle()
+        (obj_id, f), prompts = self._redo[-1]
+        self._edit(self._obj(obj_id), f, prompts)
+        self._redo.pop()
+        return f, obj_id
 
     def clear_frame(self, frame_idx: int, obj_id: int) -> dict[int, np.ndarray]:
         """Remove every prompt of the object on the frame."""
         obj, f = self._obj(obj_id), self._frame_idx(frame_idx)
         self._check_idle()
         out = self._apply(obj, f, FramePrompts())
-        self._undo.pop((obj_id, f), None)
+        self._forget_history(lambda key: key == (obj_id, f))
         return out
 
-    def _change(self, obj: VideoObject, f: int, new: FramePrompts) -> dict[int, np.ndarray]:
+    def _change(
+        self, obj: VideoObject, f: int, new: FramePrompts, fresh: bool = False
+    ) -> dict[int, np.ndarray]:
         self._check_idle()
+        out = self._edit(obj, f, new, fresh)
+        self._redo.clear()  # a new edit starts a new branch: nothing to redo
+        return out
+
+    def _edit(
+        self, obj: VideoObject, f: int, new: FramePrompts, fresh: bool = False
+    ) -> dict[int, np.ndarray]:
         before = obj.prompts.get(f, FramePrompts()).copy()
-        out = self._apply(obj, f, new)
+        out = self._apply(obj, f, new, fresh)
         self._undo.setdefault((obj.obj_id, f), []).append(before)
+        self._history.append((obj.obj_id, f))
         return out
 
     def _apply(
@@ -294,6 +358,11 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         f = self._frame_idx(frame_idx)
         found = self.session.results.frame(f)
         return {oid: m for oid, m in found.items() if oid in self._objects}
+
+    def mask_frames(self, obj_id: int) -> list[int]:
+        """Sorted indices of the frames where the object has a non-empty mask."""
+        self._obj(obj_id)
+        return self.session.results.object_frames(obj_id)
 
     @property
     def tracked_frames(self) -> list[int]:

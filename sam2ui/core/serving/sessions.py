@@ -137,6 +137,7 @@ class Session:
     memory_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    running: bool = False  # a run_cancellable is iterating
     users: int = 0  # threads inside or waiting for ``use``
     closed: bool = False
 
@@ -305,13 +306,16 @@ class SessionManager:
             self._close_all(evicted)
 
     # ------------------------------------------------------------------ cancellation
-    def cancel(self, session_id: str) -> None:
-        """Ask the session's running :meth:`run_cancellable` to stop before its next item.
+    def cancel(self, session_id: str) -> bool:
+        """Ask the session's running :meth:`run_cancellable` to stop before its next item;
+        returns whether one is running.
 
         Takes effect between items (frames); the flag is cleared when the next run starts.
         """
         with self._lock:
-            self._lookup(session_id).cancel_event.set()
+            session = self._lookup(session_id)
+            session.cancel_event.set()
+            return session.running
 
     def run_cancellable(
         self, session_id: str, work: Iterable[T] | Callable[[Any], Iterable[T]]
@@ -325,12 +329,16 @@ class SessionManager:
         """
         with self.use(session_id) as session:
             session.cancel_event.clear()
-            iterable = work(session.state) if callable(work) else work
-            items = CancellableIterator(iterable, session.cancel_event)
+            session.running = True
             try:
-                yield from items
+                iterable = work(session.state) if callable(work) else work
+                items = CancellableIterator(iterable, session.cancel_event)
+                try:
+                    yield from items
+                finally:
+                    items.close()
             finally:
-                items.close()
+                session.running = False
                 session.cancel_event.clear()
 
     # ------------------------------------------------------------------ eviction

@@ -156,6 +156,7 @@ class PackedMask:
     data: bytes
     shape: tuple[int, int]
     compressed: bool = False
+    filled: bool = True  # whether any pixel is set (an object lost from view has an empty mask)
 
     @classmethod
     def pack(cls, mask: np.ndarray | torch.Tensor) -> PackedMask:
@@ -170,9 +171,10 @@ class PackedMask:
         raw = np.packbits(arr.ravel()).tobytes()
         small = zlib.compress(raw, 1)
         shape = (int(arr.shape[0]), int(arr.shape[1]))
+        filled = bool(arr.any())
         if len(small) < len(raw):
-            return cls(small, shape, True)
-        return cls(raw, shape)
+            return cls(small, shape, True, filled)
+        return cls(raw, shape, False, filled)
 
     def unpack(self) -> np.ndarray:
         """The (H, W) boolean mask."""
@@ -211,6 +213,10 @@ class ResultStore:
     @property
     def frame_indices(self) -> list[int]:
         return sorted(self._frames)
+
+    def object_frames(self, obj_id: Hashable) -> list[int]:
+        """Sorted indices of the frames where the object's mask has at least one pixel."""
+        return sorted(f for f, objs in self._frames.items() if (p := objs.get(obj_id)) and p.filled)
 
     def drop_object(self, obj_id: Hashable) -> None:
         for frame in self._frames.values():

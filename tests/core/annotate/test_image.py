@@ -250,3 +250,51 @@ def test_errors_and_close(model, image):
     with pytest.raises(RuntimeError):
         _ = ann.image
     assert torch.is_grad_enabled()
+
+
+# ------------------------------------------------------------------ history: undo, redo, remove
+def test_undo_redo_across_objects(ann: ImageAnnotator, direct: SAM2ImagePredictor) -> None:
+    a, b = ann.add_object(), ann.add_object()
+    ann.add_click(a, 40, 45)
+    ann.add_click(b, 95, 40)
+    ann.add_click(a, 30, 40, positive=False)
+    two_clicks = ann.objects[a].mask.copy()
+    assert ann.can_undo and not ann.can_redo and ann.last_changed == a
+    assert ann.undo() is ann.objects[a]  # the last change of any object: a's second click
+    assert len(ann.objects[a].clicks) == 1 and len(ann.objects[b].clicks) == 1
+    assert ann.undo().obj_id == b and ann.objects[b].mask is None
+    assert ann.can_redo
+    assert ann.redo().obj_id == b and len(ann.objects[b].clicks) == 1
+    assert ann.redo().obj_id == a
+    assert np.array_equal(ann.objects[a].mask, two_clicks) and not ann.can_redo
+    # A new change after an undo drops what could be redone.
+    ann.undo()
+    ann.add_click(b, 100, 30)
+    assert not ann.can_redo and ann.redo() is None
+    while ann.can_undo:
+        ann.undo()
+    assert ann.undo() is None and not ann.masks
+
+
+def test_remove_click_is_undoable(ann: ImageAnnotator, direct: SAM2ImagePredictor) -> None:
+    obj = ann.add_object()
+    ann.add_click(obj, 40, 45)
+    ann.add_click(obj, 30, 40, positive=False)
+    ann.add_click(obj, 45, 50)
+    ann.remove_click(obj, 1)  # the background click
+    assert [(c.x, c.y, c.positive) for c in ann.objects[obj].clicks] == [
+        (40, 45, True),
+        (45, 50, True),
+    ]
+    expected, _, _ = direct.predict(
+        point_coords=np.array([[40, 45], [45, 50]], np.float32),
+        point_labels=np.array([1, 1]),
+        multimask_output=False,
+    )
+    assert np.array_equal(ann.objects[obj].mask, expected[0])
+    ann.undo()
+    assert len(ann.objects[obj].clicks) == 3
+    with pytest.raises(ValueError, match="has 3 clicks; no click 3"):
+        ann.remove_click(obj, 3)
+    ann.remove_object(obj)
+    assert not ann.can_undo and not ann.can_redo  # its history went with it

@@ -226,3 +226,31 @@ def test_errors(predictor, video):
     ann.close()
     ann.close()
     assert torch.is_grad_enabled()
+
+
+# ------------------------------------------------------------------ history: undo, redo, remove
+def test_video_undo_redo_and_remove_click(predictor, video) -> None:
+    ann = VideoAnnotator(predictor, video)
+    a, b = ann.add_object(), ann.add_object()
+    ann.add_click(0, a, 20, 30)
+    after_one = ann.masks(0)[a].copy()
+    ann.add_click(2, b, 50, 40)
+    ann.add_click(0, a, 25, 32)
+    assert ann.last_changed == (0, a) and not ann.can_redo
+    ann.undo(*ann.last_changed)
+    assert np.array_equal(ann.masks(0)[a], after_one)
+    assert ann.last_changed == (2, b) and ann.next_redo == (0, a)
+    assert ann.redo() == (0, a)
+    assert len(ann.objects[a].prompts[0].clicks) == 2 and ann.redo() is None
+    ann.remove_click(0, a, 1)
+    assert len(ann.objects[a].prompts[0].clicks) == 1
+    assert np.array_equal(ann.masks(0)[a], after_one)
+    with pytest.raises(ValueError, match="no click 5"):
+        ann.remove_click(0, a, 5)
+    ann.clear_frame(2, b)
+    assert ann.last_changed == (0, a)  # b's changes on frame 2 left the history
+    assert ann.mask_frames(a) == [0]
+    for _ in ann.propagate("forward"):
+        pass
+    assert ann.mask_frames(a) == [f for f in range(ann.num_frames) if ann.masks(f)[a].any()]
+    ann.close()

@@ -1,0 +1,165 @@
+"""The annotation canvas inside the Gradio app.
+
+The canvas is the engine's one ES module (:func:`sam2ui.core.canvas_js`), hosted by a
+``gradio.HTML`` whose ``js_on_load`` imports it; no custom component and no build step, so
+``pip install sam2ui[app]`` is the whole install. Python sends the canvas its updates
+(:class:`sam2ui.core.CanvasFeed`) as the component's value, a JSON string; the canvas sends
+actions back as events of that component, grouped so that each group gets the scheduling it
+needs:
+
+* ``s2_act``: quick actions (a click, a box, undo, select, seek, ...), one at a time per tab;
+* ``s2_load``: a dropped or chosen file (uploaded by gradio's ``upload`` first);
+* ``s2_play`` and ``s2_propagate``: long-running generators of updates;
+* ``s2_stop``: pause and cancel, never queued behind anything.
+
+Every handler answers with an update; a failure becomes an update carrying the message, shown
+in the canvas's status line (the app stays up and nothing the user did is lost).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from sam2ui.core import canvas_css, canvas_js
+
+from .context import UserError
+from .parts import error_message
+
+__all__ = [
+    "ROUTES",
+    "canvas_component",
+    "canvas_guard",
+    "event_data",
+    "reply",
+    "to_value",
+    "upload_path",
+]
+
+ROUTES = {
+    "load": "s2_load",
+    "play": "s2_play",
+    "propagate": "s2_propagate",
+    "pause": "s2_stop",
+    "cancel": "s2_stop",
+}
+DEFAULT_ROUTE = "s2_act"
+_errors = itertools.count(1)
+
+_LOADER = """
+const events = %(events)s;
+const source = %(source)s;
+const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+import(url)
+  .then((m) => {
+    URL.revokeObjectURL(url);
+    if (!document.getElementById("sam2ui-canvas-css")) {
+      const style = document.createElement("style");
+      style.id = "sam2ui-canvas-css";
+      style.textContent = %(css)s;
+      document.head.append(style);
+    }
+    const send = (type, data) => trigger(%(routes)s[type] || %(default)s, { type, ...data });
+    m.mountGradio(element, { trigger: send, props, watch, upload }, %(options)s);
+  })
+  .catch((err) => { element.textContent = "The canvas could not start: " + err; });
+void events;
+"""
+
+
+def canvas_component(kind: str, greeting: str = "") -> gr.HTML:
+    """The ``gradio.HTML`` holding the canvas of the ``kind`` ("image" or "video") tab; the
+    canvas's own elements carry the ids ``<kind>-canvas``, ``<kind>-legend``, ... ."""
+    events = sorted({*ROUTES.values(), DEFAULT_ROUTE})
+    options = {"kind": kind, "prefix": kind, "greeting": greeting}
+    script = _LOADER % {
+        "events": json.dumps(events),
+        "source": json.dumps(canvas_js()),
+        "css": json.dumps(canvas_css()),
+        "routes": json.dumps(ROUTES),
+        "default": json.dumps(DEFAULT_ROUTE),
+        "options": json.dumps(options),
+    }
+    return gr.HTML(
+        value="",
+        html_template='<div class="sam2ui-canvas-root"></div>',
+        js_on_load=script,
+        apply_default_css=False,
+        elem_id=f"{kind}-annotator",
+    )
+
+
+def event_data(evt: gr.EventData | None) -> dict[str, Any]:
+    """The data the canvas sent with an event (``{"type": ..., ...}``)."""
+    data = getattr(evt, "_data", None)
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def upload_path(handle: Any) -> Path:
+    """The server path of a file the canvas uploaded: only a regular file inside gradio's
+    upload folder is accepted (a client cannot name any other file of the server)."""
+    if not isinstance(handle, str) or not handle:
+        raise UserError("Choose a file first.")
+    folder = Path(os.environ.get("GRADIO_TEMP_DIR") or gr.utils.get_upload_folder()).resolve()
+    path = Path(handle).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():
+        raise UserError("That file was not uploaded here; drop it on the canvas again.")
+    return path
+
+
+def to_value(update: dict[str, Any]) -> str:
+    """An update as the canvas component's value."""
+    return json.dumps(update, separators=(",", ":"))
+
+
+def _failure(err: BaseException, args: tuple[Any, ...]) -> str:
+    evt = next((a for a in args if isinstance(a, gr.EventData)), None)
+    update = {"seq": -next(_errors), "error": True, "message": error_message(err)}
+    return to_value({**update, "ticket": event_data(evt).get("ticket")})
+
+
+def reply(update: dict[str, Any] | None, evt: gr.EventData | None) -> str:
+    """The canvas value answering the event ``evt``: ``update`` with the event's ticket (the
+    canvas sends its next quick action when the reply to the last one has come)."""
+    return to_value({**(update or {}), "ticket": event_data(evt).get("ticket")})
+
+
+def canvas_guard(extra: int = 0) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator: the handler (returning or yielding the canvas value, or a tuple of it and
+    ``extra`` more outputs) with every exception turned into an error update for the canvas,
+    the other outputs left as they are."""
+
+    def failed(err: BaseException, args: tuple[Any, ...]) -> Any:
+        value = _failure(err, args)
+        return (value, *[gr.skip()] * extra) if extra else value
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as err:
+                    yield failed(err, args)
+
+            return gen_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                return failed(err, args)
+
+        return wrapper
+
+    return decorate

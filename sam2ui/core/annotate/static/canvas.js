@@ -1,0 +1,678 @@
+// sam2ui's annotation canvas: one plain ES module (no bundler) for the web app and the widgets.
+//
+// mount(root, host, options) builds the canvas inside `root`:
+//   host.send(type, data)    an action for Python (see EVENTS below)
+//   host.upload(file)        optional: sends a dropped or chosen file, resolves to its handle
+//   options.kind             "image" or "video"; options.prefix names the element ids
+// and returns {update(u), destroy()}: `update` applies what Python sent (described in
+// sam2ui/core/annotate/canvas.py). The browser composites the masks over the picture, so an
+// update carries only the masks that changed.
+//
+// Events sent to Python, with their data:
+//   click {x, y, positive, frame}  box {x0, y0, x1, y1, frame}  remove_point {obj, index, frame}
+//   select {obj}  add {}  remove {obj}  rename {obj, name}  undo {frame}  redo {}
+//   seek {frame}  play {frame}  pause {}  propagate {direction, frame}  cancel {}
+//   load {file}  sync {}  (sync asks for everything again, after a missed update)
+// Coordinates are image pixels, x right and y down, pixel i's centre at i.
+
+export const EVENTS = [
+  "click", "box", "remove_point", "select", "add", "remove", "rename", "undo", "redo",
+  "seek", "play", "pause", "propagate", "cancel", "load", "sync",
+];
+// The canvas the user touched last (kept on the window: each copy of this module shares it),
+// which keys typed on the page itself go to.
+const LAST = "__sam2uiLastCanvas";
+const DRAG_PX = 5; // screen pixels a press must move to become a box
+const MARK_PX = 6; // radius of a click marker on screen
+const LANE_PX = 14;
+const RULER_PX = 16;
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else node.setAttribute(k, v);
+  }
+  node.append(...children);
+  return node;
+}
+
+function rgb(c, a = 1) {
+  return `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${a})`;
+}
+
+// Run lengths from base64 varints (7 bits a byte, low first; a set high bit: more bytes).
+function unpackRuns(text) {
+  const raw = atob(text);
+  const runs = [];
+  let value = 0, shift = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const b = raw.charCodeAt(i);
+    value += (b & 0x7f) * 2 ** shift;
+    if (b & 0x80) shift += 7;
+    else { runs.push(value); value = 0; shift = 0; }
+  }
+  return runs;
+}
+
+// A canvas of the mask in its colour: runs alternate off / on pixels, row-major.
+function maskLayer(runs, w, h, color) {
+  const layer = el("canvas");
+  layer.width = w;
+  layer.height = h;
+  const ctx = layer.getContext("2d");
+  const data = ctx.createImageData(w, h);
+  const px = new Uint32Array(data.data.buffer);
+  const value = ((255 << 24) | (color[2] << 16) | (color[1] << 8) | color[0]) >>> 0;
+  let at = 0;
+  let on = false;
+  for (const run of runs) {
+    if (on && run > 0) px.fill(value, at, at + run);
+    at += run;
+    on = !on;
+  }
+  ctx.putImageData(data, 0, 0);
+  return layer;
+}
+
+// The mask's border drawn at w x h, `t` pixels wide: the scaled layer minus its erosion.
+function outlineOf(layer, w, h, t) {
+  const scaled = el("canvas");
+  scaled.width = w;
+  scaled.height = h;
+  scaled.getContext("2d").drawImage(layer, 0, 0, w, h);
+  const eroded = el("canvas");
+  eroded.width = w;
+  eroded.height = h;
+  const e = eroded.getContext("2d");
+  e.drawImage(scaled, 0, 0);
+  e.globalCompositeOperation = "destination-in";
+  for (const [dx, dy] of [[t, 0], [-t, 0], [0, t], [0, -t]]) e.drawImage(scaled, dx, dy);
+  const o = scaled.getContext("2d");
+  o.globalCompositeOperation = "destination-out";
+  o.drawImage(eroded, 0, 0);
+  return scaled;
+}
+
+export function mount(root, host, options = {}) {
+  const kind = options.kind === "video" ? "video" : "image";
+  const prefix = options.prefix || kind;
+  const video = kind === "video";
+  const st = {
+    picture: null, masks: new Map(), objects: [], active: null, prompts: [], hidden: new Set(),
+    opacity: 0.5, outline: true, frame: 0, numFrames: 0, fps: 30, lanes: {}, progress: null,
+    seq: 0, playing: false, pending: null, press: null, wantFrame: null, canUndo: false,
+    canRedo: false,
+  };
+  let chain = Promise.resolve();
+
+  // ------------------------------------------------------------------ layout
+  const file = el("input", { type: "file", accept: video ? "video/*" : "image/*" });
+  file.hidden = true;
+  const view = el("canvas", { class: "s2-view", "aria-label": `${kind} to annotate` });
+  const hint = el("div", {
+    class: "s2-hint",
+    text: host.upload
+      ? `Drop ${video ? "a video" : "an image"} here, or click to choose one`
+      : `No ${video ? "video" : "image"} yet`,
+  });
+  const stage = el("div", { id: `${prefix}-canvas`, class: "s2-stage s2-empty" }, view, hint, file);
+  const undoBtn = el("button", { type: "button", title: "Undo (Ctrl+Z)", text: "↶ Undo" });
+  const redoBtn = el("button", { type: "button", title: "Redo (Ctrl+Shift+Z)", text: "↷ Redo" });
+  const openBtn = el("button", { type: "button", text: video ? "Open video…" : "Open image…" });
+  const opacity = el("input", { type: "range", min: "0", max: "100", value: "50" });
+  const outline = el("input", { type: "checkbox" });
+  outline.checked = true;
+  const tools = el(
+    "div", { class: "s2-tools" }, openBtn, undoBtn, redoBtn,
+    el("label", {}, "opacity ", opacity), el("label", {}, outline, " outline"),
+  );
+  const main = el("div", { class: "s2-main" }, tools, stage);
+  const legend = el("div", { id: `${prefix}-legend`, class: "s2-legend" });
+  const status = el("div", { id: `${prefix}-status`, class: "s2-status", role: "status" });
+  const side = el("div", { class: "s2-side" }, legend, status);
+  const shell = el("div", { class: "s2-root", tabindex: "0" }, main, side);
+  let number = null, timeline = null, tl = null, playBtn = null, direction = null;
+  if (video) {
+    number = el("input", { id: `${prefix}-frame-number`, type: "number", min: "0", value: "0" });
+    const count = el("span", { class: "s2-count", text: "/ 0" });
+    playBtn = el("button", { type: "button", title: "Play / pause (space or K)", text: "▶ Play" });
+    const back = el("button", { type: "button", title: "Previous frame (J)", text: "◀" });
+    const next = el("button", { type: "button", title: "Next frame (L)", text: "▶" });
+    direction = el("select", { "aria-label": "direction" });
+    for (const d of ["both", "forward", "backward"]) direction.append(el("option", { text: d }));
+    const propagate = el("button", { type: "button", class: "s2-primary", text: "Propagate" });
+    const cancel = el("button", { type: "button", text: "Cancel" });
+    const transport = el(
+      "div", { class: "s2-tools" }, playBtn, back, next, el("label", {}, "frame ", number), count,
+      direction, propagate, cancel,
+    );
+    tl = el("canvas");
+    timeline = el("div", { id: `${prefix}-timeline`, class: "s2-timeline" }, tl);
+    main.append(transport, timeline);
+    back.addEventListener("click", () => step(-1));
+    next.addEventListener("click", () => step(1));
+    playBtn.addEventListener("click", togglePlay);
+    propagate.addEventListener("click", () => {
+      send("propagate", { direction: direction.value, frame: targetFrame() });
+    });
+    cancel.addEventListener("click", () => send("cancel", {}));
+    number.addEventListener("input", () => {
+      clearTimeout(number.timer);
+      number.timer = setTimeout(() => seek(Number(number.value)), 300);
+    });
+    number.addEventListener("change", () => seek(Number(number.value)));
+    st.count = count;
+    bindTimeline();
+  }
+  root.replaceChildren(shell);
+
+  // ------------------------------------------------------------------ talking to Python
+  // Quick actions go one at a time, in order: the next leaves when the reply to the previous
+  // (which echoes its ticket) has arrived, so two fast clicks reach Python in the order made.
+  const LONG = new Set(["load", "play", "propagate", "pause", "cancel"]);
+  const waiting = [];
+  let ticket = 0, inflight = null, stuck = null;
+  function dispatch() {
+    if (inflight !== null || !waiting.length) return;
+    const [type, data] = waiting.shift();
+    inflight = ++ticket;
+    clearTimeout(stuck);
+    stuck = setTimeout(() => { inflight = null; dispatch(); }, 30000); // no reply: go on
+    host.send(type, { ...data, ticket: inflight });
+  }
+  function send(type, data) {
+    if (type !== "pause" && type !== "cancel" && type !== "sync" && st.playing) {
+      st.playing = false;
+      host.send("pause", {});
+    }
+    shell.classList.add("s2-busy");
+    if (LONG.has(type)) { host.send(type, data); return; }
+    if (type === "seek") { // only the latest frame asked for matters
+      for (let i = waiting.length - 1; i >= 0; i--) if (waiting[i][0] === "seek") waiting.splice(i, 1);
+    }
+    waiting.push([type, data]);
+    dispatch();
+  }
+  function answered(u) {
+    if (u.ticket === undefined || u.ticket === null || u.ticket !== inflight) return;
+    inflight = null;
+    clearTimeout(stuck);
+    dispatch();
+  }
+  function say(text, error = false) {
+    status.textContent = text || "";
+    status.classList.toggle("s2-error", !!error);
+  }
+
+  // ------------------------------------------------------------------ drawing
+  function scale() {
+    const w = view.getBoundingClientRect().width;
+    return st.picture && w > 0 ? st.picture.width / w : 1;
+  }
+  // The canvas is drawn at the resolution it is shown at (never above the picture's): a
+  // 1080p frame shown 1000 px wide costs a quarter of the pixels per redraw.
+  function fit() {
+    const cssW = view.getBoundingClientRect().width;
+    const dpr = window.devicePixelRatio || 1;
+    const pw = st.picture.width, ph = st.picture.height;
+    const w = cssW > 0 ? Math.max(1, Math.min(pw, Math.round(cssW * dpr))) : pw;
+    const h = Math.max(1, Math.round((w * ph) / pw));
+    if (view.width !== w || view.height !== h) {
+      view.width = w;
+      view.height = h;
+      for (const m of st.masks.values()) m.outline = null;
+    }
+    return [w, h];
+  }
+  function draw() {
+    if (!st.picture) return;
+    const ctx = view.getContext("2d");
+    const [w, h] = fit();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalAlpha = 1;
+    ctx.drawImage(st.picture.img, 0, 0, w, h);
+    for (const obj of st.objects) {
+      const m = st.masks.get(obj.id);
+      if (!m || st.hidden.has(obj.id)) continue;
+      ctx.globalAlpha = st.opacity;
+      ctx.drawImage(m.layer, 0, 0, w, h);
+      if (st.outline) {
+        ctx.globalAlpha = 1;
+        const t = Math.max(1, Math.round(1.5 * (window.devicePixelRatio || 1)));
+        if (!m.outline) m.outline = outlineOf(m.layer, w, h, t);
+        ctx.drawImage(m.outline, 0, 0);
+      }
+    }
+    ctx.globalAlpha = 1;
+    ctx.setTransform(w / st.picture.width, 0, 0, h / st.picture.height, 0, 0);
+    const s = scale();
+    const colors = new Map(st.objects.map((o) => [o.id, o.color]));
+    for (const p of st.prompts) {
+      if (st.hidden.has(p.obj) || !p.box) continue;
+      ctx.lineWidth = 2 * s;
+      ctx.strokeStyle = rgb(colors.get(p.obj) || [255, 255, 0]);
+      ctx.strokeRect(p.box[0], p.box[1], p.box[2] - p.box[0], p.box[3] - p.box[1]);
+    }
+    const marks = st.prompts.filter((p) => !p.box && !st.hidden.has(p.obj));
+    if (st.pending) marks.push(st.pending);
+    for (const p of marks) {
+      ctx.beginPath();
+      ctx.arc(p.x + 0.5, p.y + 0.5, MARK_PX * s, 0, 2 * Math.PI);
+      ctx.fillStyle = p.positive ? "#22c55e" : "#ef4444";
+      ctx.fill();
+      ctx.lineWidth = 1.5 * s;
+      ctx.strokeStyle = "#ffffff";
+      ctx.stroke();
+    }
+    if (st.press && st.press.dragging) {
+      const a = st.press.start, b = st.press.now;
+      ctx.setLineDash([6 * s, 4 * s]);
+      ctx.lineWidth = 2 * s;
+      ctx.strokeStyle = "#ffd400";
+      ctx.strokeRect(Math.min(a.x, b.x), Math.min(a.y, b.y), Math.abs(b.x - a.x), Math.abs(b.y - a.y));
+      ctx.setLineDash([]);
+    }
+  }
+
+  // ------------------------------------------------------------------ updates
+  async function apply(u) {
+    answered(u);
+    if (inflight === null) shell.classList.remove("s2-busy");
+    if (u.note) { // a reply that changes nothing on screen
+      say(u.message);
+      return;
+    }
+    if (u.error) { // a failed action: say why; what is on screen stays
+      st.pending = null;
+      say(u.message, true);
+      draw();
+      return;
+    }
+    if (u.seq !== undefined && st.seq && u.seq !== st.seq + 1 && !u.picture && !u.masks_reset) {
+      st.seq = u.seq;
+      host.send("sync", {}); // an update went missing: ask for everything
+      return;
+    }
+    if (u.seq !== undefined) st.seq = u.seq;
+    if (u.picture) {
+      const img = new Image();
+      img.src = u.picture.src;
+      await img.decode();
+      st.picture = { img, width: u.picture.width, height: u.picture.height, key: u.picture.key };
+      stage.classList.remove("s2-empty");
+    }
+    if (u.masks_reset) st.masks.clear();
+    if (u.objects) st.objects = u.objects;
+    const colors = new Map(st.objects.map((o) => [o.id, o.color]));
+    for (const [key, m] of Object.entries(u.masks || {})) {
+      const id = Number(key);
+      if (m === null) st.masks.delete(id);
+      else if (st.picture) {
+        const c = colors.get(id) || [255, 255, 0];
+        const runs = m.rle !== undefined ? unpackRuns(m.rle) : m.runs;
+        st.masks.set(id, { layer: maskLayer(runs, st.picture.width, st.picture.height, c) });
+      }
+    }
+    for (const id of [...st.hidden]) if (!colors.has(id)) st.hidden.delete(id);
+    if ("active" in u) st.active = u.active;
+    if (u.prompts) st.prompts = u.prompts;
+    if ("can_undo" in u) st.canUndo = u.can_undo;
+    if ("can_redo" in u) st.canRedo = u.can_redo;
+    undoBtn.disabled = !st.canUndo;
+    redoBtn.disabled = !st.canRedo;
+    if (video) {
+      if ("frame" in u) st.frame = u.frame;
+      if ("num_frames" in u) st.numFrames = u.num_frames;
+      if ("fps" in u) st.fps = u.fps;
+      if (u.lanes) st.lanes = u.lanes;
+      if ("progress" in u) st.progress = u.progress;
+      if ("playing" in u) st.playing = u.playing;
+      playBtn.textContent = st.playing ? "❚❚ Pause" : "▶ Play";
+      if (st.wantFrame === st.frame) st.wantFrame = null;
+      if (st.wantFrame === null && document.activeElement !== number) number.value = st.frame;
+      number.max = Math.max(st.numFrames - 1, 0);
+      st.count.textContent = `/ ${Math.max(st.numFrames - 1, 0)}`;
+      drawTimeline();
+    }
+    if ("message" in u) say(u.message);
+    st.pending = null;
+    renderLegend();
+    draw();
+    root.dataset.seq = String(st.seq); // for tests: which update is on screen
+    requestAnimationFrame(() => { root.dataset.painted = String(performance.now()); });
+    if (video) root.dataset.frame = String(st.frame);
+  }
+  function update(u) {
+    root.dataset.received = String(performance.now()); // for the latency benchmark
+    chain = chain.then(() => apply(u)).catch((err) => say(`Display error: ${err}`, true));
+    return chain;
+  }
+
+  // ------------------------------------------------------------------ legend
+  function renderLegend() {
+    const rows = st.objects.map((o) => {
+      const swatch = el("span", { class: "s2-swatch" });
+      swatch.style.background = rgb(o.color);
+      const name = el("span", { class: "s2-name", text: `${o.id}: ${o.name}` });
+      name.title = "Double-click to rename";
+      const where = o.frames && o.frames.length ? `prompts on frames ${o.frames.join(", ")}` : "";
+      const hide = el("button", {
+        type: "button", class: "s2-hide", title: st.hidden.has(o.id) ? "Show" : "Hide",
+        text: st.hidden.has(o.id) ? "◌" : "◉",
+      });
+      const remove = el("button", { type: "button", class: "s2-remove", title: "Remove", text: "✕" });
+      const row = el("div", { class: "s2-row", "data-obj-id": String(o.id) }, swatch, name,
+        el("small", { text: where }), hide, remove);
+      if (o.id === st.active) row.classList.add("s2-active");
+      row.addEventListener("click", () => { if (o.id !== st.active) send("select", { obj: o.id }); });
+      name.addEventListener("dblclick", () => {
+        const text = window.prompt(`Name of object ${o.id}`, o.name);
+        if (text && text.trim()) send("rename", { obj: o.id, name: text.trim() });
+      });
+      hide.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        if (st.hidden.has(o.id)) st.hidden.delete(o.id);
+        else st.hidden.add(o.id);
+        renderLegend();
+        draw();
+      });
+      remove.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        send("remove", { obj: o.id });
+      });
+      return row;
+    });
+    if (!rows.length) rows.push(el("em", { text: "No objects yet: click on the picture." }));
+    const add = el("button", { type: "button", id: `${prefix}-add`, text: "+ Add object" });
+    add.addEventListener("click", () => send("add", {}));
+    legend.replaceChildren(...rows, add);
+  }
+
+  // ------------------------------------------------------------------ pointer on the picture
+  function imageXY(ev) {
+    const r = view.getBoundingClientRect();
+    const w = st.picture.width, h = st.picture.height;
+    const x = ((ev.clientX - r.left) / r.width) * w - 0.5;
+    const y = ((ev.clientY - r.top) / r.height) * h - 0.5;
+    return { x: Math.min(Math.max(x, 0), w - 1), y: Math.min(Math.max(y, 0), h - 1) };
+  }
+  function hit(p) {
+    const reach = (MARK_PX + 3) * scale();
+    let best = null;
+    for (const q of st.prompts) {
+      if (q.box || st.hidden.has(q.obj)) continue;
+      const d = Math.hypot(q.x - p.x, q.y - p.y);
+      if (d <= reach && (!best || d < best.d)) best = { d, q };
+    }
+    return best && best.q;
+  }
+  // The frame a prompt goes to: the one asked for (timeline, typed number) or else the one shown.
+  function targetFrame() {
+    if (st.wantFrame !== null) return st.wantFrame;
+    if (number && number.value !== "") {
+      const v = Number(number.value);
+      if (Number.isInteger(v) && v >= 0 && v < st.numFrames) return v;
+    }
+    return st.frame;
+  }
+  view.addEventListener("pointerdown", (ev) => {
+    if (!st.picture || (ev.button !== 0 && ev.button !== 2)) return;
+    ev.preventDefault();
+    shell.focus({ preventScroll: true }); // keys act here now; a typed frame number is taken
+    view.setPointerCapture?.(ev.pointerId);
+    const start = imageXY(ev);
+    st.press = {
+      sx: ev.clientX, sy: ev.clientY, start, now: start, dragging: false,
+      negative: ev.shiftKey || ev.altKey || ev.button === 2,
+    };
+  });
+  view.addEventListener("pointermove", (ev) => {
+    const p = st.press;
+    if (!p) return;
+    if (!p.dragging && Math.hypot(ev.clientX - p.sx, ev.clientY - p.sy) < DRAG_PX) return;
+    p.dragging = true;
+    p.now = imageXY(ev);
+    draw();
+  });
+  view.addEventListener("pointerup", (ev) => {
+    const p = st.press;
+    if (!p) return;
+    st.press = null;
+    root.dataset.sent = String(performance.now()); // for the latency benchmark
+    const frame = targetFrame();
+    if (p.dragging) {
+      const e = imageXY(ev);
+      send("box", { x0: p.start.x, y0: p.start.y, x1: e.x, y1: e.y, frame });
+      say("Box sent…");
+    } else {
+      const q = frame === st.frame ? hit(p.start) : null;
+      if (q) {
+        send("remove_point", { obj: q.obj, index: q.index, frame });
+        say(`Removing a point of object ${q.obj}…`);
+      } else {
+        st.pending = { x: p.start.x, y: p.start.y, positive: !p.negative };
+        send("click", { x: p.start.x, y: p.start.y, positive: !p.negative, frame });
+      }
+    }
+    draw();
+  });
+  view.addEventListener("pointercancel", () => { st.press = null; draw(); });
+  view.addEventListener("contextmenu", (ev) => ev.preventDefault());
+
+  // ------------------------------------------------------------------ files
+  async function openFile(f) {
+    if (!f) return;
+    if (!host.upload) { say("Opening files is not available here.", true); return; }
+    say(`Uploading ${f.name}…`);
+    shell.classList.add("s2-busy");
+    try {
+      const handle = await host.upload(f);
+      say(`Reading ${f.name}…`);
+      send("load", { file: handle, name: f.name });
+    } catch (err) {
+      shell.classList.remove("s2-busy");
+      say(`Could not upload ${f.name}: ${err && err.message ? err.message : err}`, true);
+    }
+  }
+  file.addEventListener("change", () => { openFile(file.files[0]); file.value = ""; });
+  openBtn.addEventListener("click", () => file.click());
+  hint.addEventListener("click", () => { if (host.upload) file.click(); });
+  if (!host.upload) openBtn.hidden = true;
+  stage.addEventListener("dragover", (ev) => { ev.preventDefault(); stage.classList.add("s2-drop"); });
+  stage.addEventListener("dragleave", () => stage.classList.remove("s2-drop"));
+  stage.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    stage.classList.remove("s2-drop");
+    openFile(ev.dataTransfer && ev.dataTransfer.files[0]);
+  });
+
+  // ------------------------------------------------------------------ controls
+  undoBtn.addEventListener("click", () => send("undo", { frame: st.frame }));
+  redoBtn.addEventListener("click", () => send("redo", {}));
+  opacity.addEventListener("input", () => { st.opacity = Number(opacity.value) / 100; draw(); });
+  outline.addEventListener("change", () => { st.outline = outline.checked; draw(); });
+  function seek(f) {
+    if (!video || !Number.isFinite(f) || st.numFrames === 0) return;
+    f = Math.min(Math.max(Math.round(f), 0), st.numFrames - 1);
+    st.wantFrame = f === st.frame ? null : f;
+    drawTimeline();
+    if (f !== st.frame) send("seek", { frame: f });
+  }
+  function step(d) { seek(targetFrame() + d); }
+  function togglePlay() {
+    if (st.playing) { st.playing = false; host.send("pause", {}); playBtn.textContent = "▶ Play"; }
+    else if (st.numFrames) { send("play", { frame: targetFrame() }); st.playing = true; }
+  }
+  function onKey(ev) {
+    if (!shell.isConnected || shell.offsetParent === null) return; // a hidden tab
+    const t = ev.target;
+    const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT"
+      || t.isContentEditable);
+    const mine = shell.contains(t) || (t === document.body && window[LAST] === shell);
+    if (!mine) return;
+    const k = ev.key.toLowerCase();
+    if ((ev.ctrlKey || ev.metaKey) && (k === "z" || k === "y")) {
+      if (typing && t !== number) return;
+      ev.preventDefault();
+      if (k === "y" || ev.shiftKey) send("redo", {});
+      else send("undo", { frame: st.frame });
+      return;
+    }
+    if (!video || typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (k === " " || k === "k") { ev.preventDefault(); togglePlay(); }
+    else if (k === "j") { ev.preventDefault(); step(-1); }
+    else if (k === "l") { ev.preventDefault(); step(1); }
+  }
+  document.addEventListener("keydown", onKey);
+  const touched = () => { window[LAST] = shell; };
+  shell.addEventListener("pointerdown", touched, true);
+  shell.addEventListener("focusin", touched);
+
+  // ------------------------------------------------------------------ timeline
+  function drawTimeline() {
+    if (!tl) return;
+    const dpr = window.devicePixelRatio || 1;
+    const cssW = timeline.clientWidth || 600;
+    const lanes = Math.max(st.objects.length, 1);
+    const cssH = RULER_PX + lanes * LANE_PX + 2;
+    tl.width = Math.round(cssW * dpr);
+    tl.height = Math.round(cssH * dpr);
+    tl.style.height = `${cssH}px`;
+    const ctx = tl.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#f3f4f6";
+    ctx.fillRect(0, 0, cssW, cssH);
+    const n = Math.max(st.numFrames, 1);
+    const fx = (f) => (f / n) * cssW;
+    const fw = Math.max(cssW / n, 1);
+    ctx.fillStyle = "#9ca3af";
+    const every = Math.max(1, Math.ceil(n / 20));
+    for (let f = 0; f < n; f += every) ctx.fillRect(fx(f), RULER_PX - 5, 1, 5);
+    st.objects.forEach((o, i) => {
+      const y = RULER_PX + i * LANE_PX;
+      ctx.fillStyle = i % 2 ? "#e5e7eb" : "#eef0f3";
+      ctx.fillRect(0, y, cssW, LANE_PX);
+      ctx.fillStyle = rgb(o.color, 0.6);
+      for (const [a, b] of st.lanes[String(o.id)] || []) ctx.fillRect(fx(a), y + 2, fx(b + 1) - fx(a), LANE_PX - 4);
+      ctx.fillStyle = "#111827";
+      for (const f of o.frames || []) {
+        const cx = fx(f) + fw / 2;
+        ctx.beginPath();
+        ctx.moveTo(cx, y + 2);
+        ctx.lineTo(cx + 4, y + LANE_PX / 2);
+        ctx.lineTo(cx, y + LANE_PX - 2);
+        ctx.lineTo(cx - 4, y + LANE_PX / 2);
+        ctx.fill();
+      }
+    });
+    if (st.progress && st.progress.total) {
+      ctx.fillStyle = "#3b82f6";
+      ctx.fillRect(0, 0, (st.progress.done / st.progress.total) * cssW, 3);
+    }
+    const shown = targetFrame();
+    ctx.fillStyle = "#dc2626";
+    ctx.fillRect(fx(shown) + fw / 2 - 1, 0, 2, cssH);
+    timeline.dataset.frame = String(shown);
+    // For tests and scripts: "id:first-last,..." per object, as drawn.
+    timeline.dataset.lanes = st.objects.map((o) => `${o.id}:` + (st.lanes[String(o.id)] || [])
+      .map(([a, b]) => `${a}-${b}`).join(",")).join(" ");
+  }
+  function bindTimeline() {
+    let dragging = false, timer = null;
+    const frameAt = (ev) => {
+      const r = tl.getBoundingClientRect();
+      return Math.floor(((ev.clientX - r.left) / Math.max(r.width, 1)) * st.numFrames);
+    };
+    const move = (ev) => {
+      if (!dragging || !st.numFrames) return;
+      const f = Math.min(Math.max(frameAt(ev), 0), st.numFrames - 1);
+      st.wantFrame = f;
+      number.value = f;
+      drawTimeline();
+      if (!timer) timer = setTimeout(() => { timer = null; seek(st.wantFrame ?? st.frame); }, 120);
+    };
+    tl.addEventListener("pointerdown", (ev) => {
+      dragging = true;
+      tl.setPointerCapture?.(ev.pointerId);
+      move(ev);
+    });
+    tl.addEventListener("pointermove", move);
+    tl.addEventListener("pointerup", (ev) => {
+      if (!dragging) return;
+      move(ev);
+      dragging = false;
+      clearTimeout(timer);
+      timer = null;
+      seek(Math.min(Math.max(frameAt(ev), 0), st.numFrames - 1));
+    });
+  }
+  const resize = new ResizeObserver(() => { draw(); drawTimeline(); });
+  resize.observe(shell);
+  renderLegend();
+  say(options.greeting || "");
+  if (video) drawTimeline();
+
+  return {
+    update,
+    destroy() {
+      document.removeEventListener("keydown", onKey);
+      resize.disconnect();
+    },
+  };
+}
+
+// The web app: a gradio.HTML whose js_on_load hands over gradio's helpers. Python's updates
+// arrive as the component's value (JSON); actions go back as gradio events named as in EVENTS.
+export function mountGradio(element, api, options) {
+  const root = element.querySelector(".sam2ui-canvas-root") || element;
+  const host = {
+    send: (type, data) => api.trigger(type, data),
+    upload: api.upload ? async (f) => (await api.upload(f)).path : null,
+  };
+  const canvas = mount(root, host, options);
+  let last = null;
+  const onValue = () => {
+    const raw = api.props.value;
+    if (!raw || raw === last) return;
+    last = raw;
+    try {
+      canvas.update(JSON.parse(raw));
+    } catch (err) {
+      console.error("sam2ui canvas: bad update", err);
+    }
+  };
+  api.watch("value", onValue);
+  onValue();
+  return canvas;
+}
+
+// The notebook widgets: an anywidget front end. Updates arrive as custom messages
+// {type: "update", update}; actions go back as {type, ...data}.
+function render({ model, el: node }) {
+  // Keys typed on the canvas are its own (J, K, L, space, Ctrl+Z), not JupyterLab's (J would
+  // also select the next cell): Lumino skips its shortcuts for a key whose target, or an
+  // element between it and the one a shortcut names, has this attribute. The focused element
+  // is the target, and legend buttons are made anew, so each one gets it as it takes focus.
+  const quiet = (ev) => ev.target.setAttribute?.("data-lm-suppress-shortcuts", "true");
+  node.setAttribute("data-lm-suppress-shortcuts", "true");
+  node.addEventListener("focusin", quiet);
+  const host = {
+    send: (type, data) => model.send({ type, ...data }),
+    upload: null,
+  };
+  const canvas = mount(node, host, { kind: model.get("kind"), prefix: model.get("prefix") });
+  const onMsg = (msg) => {
+    if (msg && msg.type === "update") canvas.update(msg.update);
+  };
+  model.on("msg:custom", onMsg);
+  model.send({ type: "sync" });
+  return () => {
+    model.off("msg:custom", onMsg);
+    node.removeEventListener("focusin", quiet);
+    canvas.destroy();
+  };
+}
+
+export default { render };
