@@ -45,10 +45,9 @@ class ImageWork:
     selected: int | None = None
     corner: tuple[float, float] | None = None
     feed: CanvasFeed | None = None  # set when a browser canvas shows this session
-    # Caches keyed by the arrays themselves (held here, so never confused with new ones): each
-    # mask's pixel count, and the candidates the canvas's gallery shows.
+    # Each mask's pixel count, keyed by the array itself (held here, so never confused with a
+    # new one).
     areas: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
-    shown: tuple[Any, ...] | None = None
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
 
     def close(self) -> None:
@@ -69,7 +68,7 @@ class ImageView:
     overlay: np.ndarray | None
     objects: list[ObjectRow]
     selected: int | None
-    candidates: list[tuple[np.ndarray, str]] | None  # None: unchanged on the canvas's page
+    candidates: list[tuple[np.ndarray, str]] | None  # None for the canvas, which shows its own
     message: str = ""
     canvas: dict[str, Any] | None = None
 
@@ -91,13 +90,6 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
         raise UserError(f"Cannot use this image: {exc}.") from None
     except (TypeError, ValueError) as exc:
         raise UserError(f"Expected an RGB image: {exc}.") from None
-
-
-def _same(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
-    """Whether two (object, candidate list, chosen) triples are the same, the list by identity."""
-    if a is None or b is None:
-        return a is b
-    return a[0] == b[0] and a[1] is b[1] and a[2] == b[2]
 
 
 class ImageHandlers:
@@ -123,21 +115,15 @@ class ImageHandlers:
             details[obj_id] = f"{known[1]} px{score}"
         for gone in [i for i in work.areas if i not in ann.objects]:
             del work.areas[gone]
-        candidates: list[tuple[np.ndarray, str]] | None = None
-        now = None
-        if work.selected is not None:
-            obj = ann.objects[work.selected]
-            now = (work.selected, obj.candidates, obj.chosen)
-        if work.feed is not None and _same(now, work.shown):
-            candidates = None  # the canvas's gallery shows them already
-        else:
+        candidates: list[tuple[np.ndarray, str]] | None = None  # the canvas shows its own
+        if work.feed is None:
             candidates = []
-            for i, cand in enumerate(obj.candidates if now is not None else []):
-                mark = " (shown)" if i == obj.chosen else ""
-                candidates.append(
-                    (thumbnail(ann.image, cand.mask, obj.color), f"{i}: {cand.score:.3f}{mark}")
-                )
-        work.shown = now
+            chosen = ann.objects.get(work.selected) if work.selected is not None else None
+            for i, cand in enumerate(chosen.candidates if chosen is not None else []):
+                assert chosen is not None
+                mark = " (shown)" if i == chosen.chosen else ""
+                picture = thumbnail(ann.image, cand.mask, chosen.color)
+                candidates.append((picture, f"{i}: {cand.score:.3f}{mark}"))
         rows = object_rows(ann.objects, details)
         if not message and work.selected is not None:
             obj = ann.objects[work.selected]

@@ -19,7 +19,6 @@ from .canvas_host import (
     to_value,
     upload_path,
 )
-from .compat import picked_index, was_deselected
 from .context import AppContext, UserError
 from .image_handlers import ImageHandlers, ImageView
 from .parts import (
@@ -47,14 +46,9 @@ def image_outputs(view: ImageView) -> tuple[Any, ...]:
     )
 
 
-def gallery(view: ImageView) -> Any:
-    """The candidate gallery's output: left as it is when the candidates did not change."""
-    return gr.skip() if view.candidates is None else view.candidates
-
-
-def canvas_outputs(view: ImageView) -> tuple[Any, ...]:
-    """(canvas update, candidate gallery) for the browser."""
-    return (to_value(view.canvas or {}), gallery(view))
+def shown(view: ImageView) -> str:
+    """The canvas update of a view, as the canvas's value."""
+    return to_value(view.canvas or {})
 
 
 def image_action(h: ImageHandlers, session: str | None, data: dict[str, Any]) -> ImageView:
@@ -68,6 +62,8 @@ def image_action(h: ImageHandlers, session: str | None, data: dict[str, Any]) ->
         return h.box(session, None, num("x0"), num("y0"), num("x1"), num("y1"))
     if kind == "remove_point":
         return h.remove_point(session, obj or 0, int(num("index")))
+    if kind == "choose":
+        return h.choose_candidate(session, None, int(num("index")))
     if kind == "select":
         return h.select_object(session, obj)
     if kind == "add":
@@ -95,13 +91,6 @@ def image_tab(ctx: AppContext) -> None:
                 "image", f"Drop an image (up to {limit}) on the canvas, or click it to choose."
             )
         with gr.Column(scale=1, min_width=240):
-            candidates = gr.Gallery(
-                label="Candidate masks: pick one",
-                columns=3,
-                height=160,
-                allow_preview=False,
-                elem_id="image-candidates",
-            )
             with gr.Accordion("Segment everything", open=False):
                 pps = gr.Slider(4, 64, value=32, step=1, label="points per side")
                 everything = gr.Button("Segment everything", elem_id="image-everything")
@@ -109,36 +98,27 @@ def image_tab(ctx: AppContext) -> None:
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
     with gr.Group(visible=False):  # what the API endpoints read and write
         upload = gr.Image(type="numpy", label="image")
+        candidates = gr.Gallery(label="candidates")
         overlay = gr.Image(type="numpy", format=DISPLAY_FORMAT, label="overlay")
         p = object_panel("image-api")
         status = gr.Markdown()
     api = api_inputs()
     outs = [overlay, p["objects"], p["legend"], candidates, status]
-    shown = [canvas, candidates]
 
     # ------------------------------------------------------------------ the browser canvas
-    @canvas_guard(extra=2)
+    @canvas_guard(extra=1)
     def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
         path = upload_path(event_data(evt).get("file"))
         new_id, view = h.upload(session, path, owner_of(request), canvas=True)
-        return (to_value(view.canvas or {}), new_id, gallery(view))
+        return shown(view), new_id
 
-    canvas.s2_load(on_load, [sid], [canvas, sid, candidates], api_visibility="private")
+    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
 
-    @canvas_guard(extra=1)
+    @canvas_guard()
     def on_act(session: str | None, evt: gr.EventData) -> Any:
-        view = image_action(h, session, event_data(evt))
-        return reply(view.canvas, evt), gallery(view)
+        return reply(image_action(h, session, event_data(evt)).canvas, evt)
 
-    canvas.s2_act(on_act, [sid], shown, api_visibility="private", trigger_mode="multiple")
-
-    @canvas_guard(extra=1)
-    def on_gallery(session: str | None, evt: gr.SelectData) -> Any:
-        if was_deselected(evt):  # unpicking a thumbnail keeps the mask shown
-            return canvas_outputs(h.show(session))
-        return canvas_outputs(h.choose_candidate(session, None, picked_index(evt)))
-
-    candidates.select(on_gallery, [sid], shown, api_visibility="private")
+    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")
     wire_export(export, h, sid, files, "image")
 
     # ------------------------------------------------------------------ the API

@@ -65,6 +65,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "rename": ("obj", "name"),
     "undo": (),
     "redo": (),
+    "choose": ("index",),
     "seek": ("frame",),
     "play": (),
     "pause": (),

@@ -12,12 +12,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ipywidgets as widgets
 import numpy as np
 
 from sam2ui.core import ImageAnnotator, image_predictor, load_image
 
 from .base import DEFAULT_MODEL, SegmenterBase
+from .canvas import CanvasAction
 
 if TYPE_CHECKING:
     from sam2ui.core import ModelCache, SAM2ImagePredictor
@@ -75,16 +75,18 @@ class ImageSegmenter(SegmenterBase):
         predictor = image_predictor(model, device=device, dtype=dtype, cache=cache)
         annotator = ImageAnnotator(predictor, multimask=multimask)
         annotator.set_image(open_image(image))
-        self.candidate_picker = widgets.ToggleButtons(
-            description="Candidate", options=[], style={"button_width": "90px"}
-        )
-        self.candidate_picker.layout.display = "none"
         super().__init__(annotator, display_width=display_width)
-        self.candidate_picker.observe(self._ui(self._on_candidate), names="value")
         self.add_object()
 
-    def _rows_below_canvas(self) -> list[widgets.Widget]:
-        return [self.candidate_picker]
+    def _on_action(self, event: CanvasAction) -> str | None:
+        if event.type == "choose":  # a candidate mask picked on the canvas
+            target = self._target(None)
+            if target is None:
+                raise ValueError("there is no object to choose a candidate for")
+            with self._lock:
+                self.annotator.choose_candidate(target, int(event.index or 0))
+            return f"Object {target}: candidate {event.index} shown."
+        return super()._on_action(event)
 
     # ------------------------------------------------------------------ results
     @property
@@ -167,27 +169,6 @@ class ImageSegmenter(SegmenterBase):
 
     def _clear(self, obj_id: int) -> None:
         self.annotator.clear_object(obj_id)
-
-    def _after_refresh(self) -> None:
-        self._sync_candidates()
-
-    def _sync_candidates(self) -> None:
-        obj = self.annotator.objects.get(self.selected) if self.selected is not None else None
-        candidates = obj.candidates if obj is not None else []
-        options = tuple((f"{i + 1}: {c.score:.2f}", i) for i, c in enumerate(candidates))
-        self._syncing = True
-        try:
-            if self.candidate_picker.options != options:
-                self.candidate_picker.options = options
-            self.candidate_picker.value = obj.chosen if obj is not None and options else None
-        finally:
-            self._syncing = False
-        self.candidate_picker.layout.display = "" if options else "none"
-
-    def _on_candidate(self, change: dict[str, Any]) -> None:
-        if self._syncing or change["new"] is None:
-            return
-        self.choose_candidate(int(change["new"]))
 
     def _status_text(self) -> str:
         obj_id = self.selected

@@ -122,6 +122,14 @@ def test_image_canvas_box_click_undo(browser_page, app_url: str, tmp_path: Path)
     page.mouse.click(*_at(view, 100, 10), button="right")
     _wait_update(page, "image", seq)
     assert "Object 2 (1 point)" in page.locator("#image-status").inner_text()
+    # One click: three candidate masks beside the canvas; picking another shows it.
+    picks = page.locator("#image-candidates button")
+    assert picks.count() == 3
+    other = next(i for i in range(3) if "(shown)" not in picks.nth(i).inner_text())
+    seq = _seq(page, "image")
+    picks.nth(other).click()
+    _wait_update(page, "image", seq)
+    assert "(shown)" in page.locator("#image-candidates button").nth(other).inner_text()
 
     # Opacity 0 and outlines off: the picture is back to the plain image (objects hidden).
     page.locator("#image-annotator input[type=range]").fill("0")

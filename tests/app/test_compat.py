@@ -155,32 +155,29 @@ def test_image_canvas_listeners_read_event_data(demo: Any, tmp_path: Path) -> No
     path = folder / f"sam2ui-test-{uuid.uuid4().hex}.png"
     Image.fromarray(make_image()).save(path)
     try:
-        value, sid, _ = load(None, _event({"type": "load", "file": str(path)}), None)
+        value, sid = load(None, _event({"type": "load", "file": str(path)}), None)
     finally:
         path.unlink()
     update = json.loads(value)
     assert (update["picture"]["width"], update["picture"]["height"]) == (WIDTH, HEIGHT)
-    value, candidates = act(sid, _event({"type": "click", "x": 40, "y": 48, "positive": True}))
+    value = act(sid, _event({"type": "click", "x": 40, "y": 48, "positive": True, "ticket": 7}))
     update = json.loads(value)
     assert list(update["masks"]) == ["1"] and update["objects"][0]["id"] == 1
-    assert len(candidates) == 3 and "picture" not in update  # the picture went once
-    value, _ = act(sid, _event({"type": "click", "x": 4000, "y": 48}))
+    assert "picture" not in update and update["ticket"] == 7  # the picture went once
+    assert [c["index"] for c in update["candidates"]] == [0, 1, 2]
+    update = json.loads(act(sid, _event({"type": "choose", "index": 2})))
+    assert [c["shown"] for c in update["candidates"]] == [False, False, True]
+    assert list(update["masks"]) == ["1"]  # the mask shown is the third candidate now
+    update = json.loads(act(sid, _event({"type": "choose", "index": 7, "ticket": 8})))
+    assert update["error"] and "3 candidate masks" in update["message"]
+    assert update["ticket"] == 8  # an error answers its action too
+    value = act(sid, _event({"type": "click", "x": 4000, "y": 48}))
     assert json.loads(value)["error"] and "outside" in json.loads(value)["message"]
     # Only files gradio received can be opened.
     outside = tmp_path / "elsewhere.png"
     Image.fromarray(make_image()).save(outside)
-    value, *_ = load(None, _event({"type": "load", "file": str(outside)}), None)
+    value, _ = load(None, _event({"type": "load", "file": str(outside)}), None)
     assert "was not uploaded here" in json.loads(value)["message"]
-
-    gallery = _listener(demo, "image-candidates", "select")
-    _, candidates = gallery(sid, gr.SelectData(None, {"index": 2, "value": None}))
-    assert "(shown)" in candidates[2][1]  # the third candidate is now the one shown
-    value, candidates = gallery(
-        sid, gr.SelectData(None, {"index": 0, "value": None, "selected": False})
-    )
-    assert candidates == gr.skip() and json.loads(value)["masks"] == {}  # nothing changes
-    value, _ = gallery(sid, gr.SelectData(None, {"index": 7, "value": None}))
-    assert "3 candidate masks" in json.loads(value)["message"]
 
 
 def test_video_canvas_listener_without_a_video(demo: Any) -> None:

@@ -60,10 +60,13 @@ def test_click_message_adds_a_point_and_shows_its_mask(
     assert log.state["prompts"] == [{"obj": 1, "index": 0, "x": 17.0, "y": 15.0, "positive": True}]
     assert log.state["can_undo"] is True
     assert f"mask of {int(expected.sum()):,} px" in seg.message == log.state["message"]
-    # A single click gives three candidates; the buttons pick another one.
-    assert len(seg.candidate_picker.options) == 3 and seg.candidate_picker.layout.display == ""
+    # A single click gives three candidates, shown on the canvas; picking one shows its mask.
+    shown = [c["shown"] for c in log.state["candidates"]]
+    assert len(shown) == 3 and shown.index(True) == obj.chosen
+    assert all(c["src"].startswith("data:image/jpeg;base64,") for c in log.state["candidates"])
     other = (obj.chosen + 1) % 3
-    seg.candidate_picker.value = other
+    seg.canvas.send_event({"type": "choose", "index": other})
+    assert [c["shown"] for c in log.state["candidates"]].index(True) == other
     np.testing.assert_array_equal(seg.masks[1], obj.candidates[other].mask)
     np.testing.assert_array_equal(log.masks[1], obj.candidates[other].mask)
     assert seg.last_error is None
@@ -78,7 +81,7 @@ def test_modifier_and_toggle_make_background_points(seg: ImageSegmenter) -> None
     labels = [c.positive for c in seg.annotator.objects[1].clicks]
     assert labels == [True, False, False, True]
     # Several prompts: one mask, no candidates to choose from.
-    assert seg.candidate_picker.layout.display == "none"
+    assert seg.canvas.last_update["candidates"] == []
     assert "2 object point(s), 2 background point(s)" in seg.message
 
 
@@ -172,8 +175,7 @@ def test_errors_go_to_the_canvas_and_the_output_area(seg: ImageSegmenter, canvas
     assert "no object 7" in seg.errors.outputs[-1]["text"] and log.last["error"] is True
     seg.canvas.send_event({"type": "seek", "frame": 2})  # a video event
     assert "the image canvas takes no 'seek' event" in log.last["message"]
-    seg.candidate_picker.options = (("9", 9),)  # a candidate the engine does not have
-    seg.candidate_picker.value = 9
+    seg.canvas.send_event({"type": "choose", "index": 9})  # a candidate the engine lacks
     assert "candidate" in seg.errors.outputs[-1]["text"]
     assert len(seg.errors.outputs) == 4
     seg.canvas.send_event({"type": "click", "x": 17, "y": 15})  # still works

@@ -10,7 +10,9 @@ browser composites the masks over the picture itself, so an update carries only 
   runs of off and on pixels in row-major order, starting with off (:func:`mask_runs`), as
   base64 of varints (:func:`pack_runs`);
 * ``objects`` (id, name, RGB colour, frames with prompts), ``active``, ``prompts`` (the clicks
-  and boxes on the picture shown), ``message``, ``can_undo`` / ``can_redo``, and for videos
+  and boxes on the picture shown), ``message``, ``can_undo`` / ``can_redo``; for images
+  ``candidates`` (the active object's candidate masks: index, score, shown, thumbnail) when
+  they changed; for videos
   ``frame``, ``num_frames``, ``fps``, ``lanes`` (per object, the frame ranges with a mask) and
   ``progress``.
 
@@ -33,6 +35,7 @@ import numpy as np
 from sam2ui.core.annotate.image import ImageAnnotator
 from sam2ui.core.annotate.video import VideoAnnotator
 from sam2ui.core.compat.pillow import image_from_array
+from sam2ui.core.render import overlay_image
 
 __all__ = [
     "CanvasFeed",
@@ -42,6 +45,7 @@ __all__ = [
     "mask_runs",
     "pack_runs",
     "picture_url",
+    "thumbnail_url",
     "unpack_runs",
 ]
 
@@ -49,6 +53,7 @@ __all__ = [
 # 1080p frame near 300 KB and its encoding near 15 ms.
 PNG_MAX_PIXELS = 500_000
 JPEG_QUALITY = 90
+THUMBNAIL_SIDE = 160  # longest side of a candidate mask's thumbnail, in pixels
 
 
 @cache
@@ -123,6 +128,24 @@ def picture_url(image: np.ndarray) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def thumbnail_url(image: np.ndarray, mask: np.ndarray, color: Iterable[int]) -> str:
+    """A small picture of ``mask`` tinted on ``image`` (subsampled by striding, plenty for
+    choosing a candidate), as a ``data:`` URL."""
+    step = max(1, int(np.ceil(max(image.shape[:2]) / THUMBNAIL_SIDE)))
+    small = np.ascontiguousarray(image[::step, ::step])
+    tinted = overlay_image(
+        small, {1: np.ascontiguousarray(mask[::step, ::step])}, {1: _rgb(color)}, alpha=0.6
+    )
+    buffer = io.BytesIO()
+    image_from_array(tinted, "RGB").save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _rgb(color: Iterable[int]) -> tuple[int, int, int]:
+    r, g, b = (int(c) for c in color)
+    return r, g, b
+
+
 def frame_ranges(frames: Iterable[int]) -> list[list[int]]:
     """Sorted frame indices as ``[[first, last], ...]`` ranges of consecutive frames."""
     out: list[list[int]] = []
@@ -132,6 +155,17 @@ def frame_ranges(frames: Iterable[int]) -> list[list[int]]:
         else:
             out.append([f, f])
     return out
+
+
+_UNSENT = object()
+
+
+def _same_candidates(a: tuple[Any, ...] | None, b: tuple[Any, ...] | None) -> bool:
+    """Whether two (object, candidate list, chosen) triples match, the list by identity (the
+    annotator makes a new list for new candidates; the feed holds the old one)."""
+    if a is None or b is None:
+        return a is b
+    return a[0] == b[0] and a[1] is b[1] and a[2] == b[2]
 
 
 def _digest(mask: np.ndarray) -> bytes:
@@ -148,6 +182,7 @@ class CanvasFeed:
     def __init__(self) -> None:
         self.seq = 0
         self._picture: Any = None
+        self._candidates: Any = _UNSENT  # (object, its candidate list, chosen) last sent
         # Per object: the array last looked at (held, so its identity stays its own) and the
         # digest of what was sent; an unchanged array is not hashed again.
         self._masks: dict[int, tuple[np.ndarray, bytes]] = {}
@@ -155,6 +190,7 @@ class CanvasFeed:
     def reset(self) -> None:
         """Forget what was sent (the next update carries everything)."""
         self._picture = None
+        self._candidates = _UNSENT
         self._masks = {}
 
     def _masks_patch(self, masks: Mapping[int, np.ndarray]) -> dict[str, Any]:
@@ -210,7 +246,32 @@ class CanvasFeed:
             can_undo=annotator.can_undo,
             can_redo=annotator.can_redo,
         )
+        candidates = self._candidates_patch(annotator, active)
+        if candidates is not None:
+            update["candidates"] = candidates
         return update
+
+    def _candidates_patch(
+        self, annotator: ImageAnnotator, active: int | None
+    ) -> list[dict[str, Any]] | None:
+        """The active object's candidate masks (index, score, shown, thumbnail) when they
+        changed since the last update, else None."""
+        obj = annotator.objects.get(active) if active is not None else None
+        now = None if obj is None else (active, obj.candidates, obj.chosen)
+        if self._candidates is not _UNSENT and _same_candidates(self._candidates, now):
+            return None
+        self._candidates = now
+        if obj is None:
+            return []
+        return [
+            {
+                "index": i,
+                "score": round(float(c.score), 4),
+                "shown": i == obj.chosen,
+                "src": thumbnail_url(annotator.image, c.mask, obj.color),
+            }
+            for i, c in enumerate(obj.candidates)
+        ]
 
     def video_update(
         self,

@@ -76,6 +76,8 @@ class FakeObject:
     def __init__(self, obj_id: int, mask: np.ndarray | None) -> None:
         self.obj_id, self.name, self.color = obj_id, f"object {obj_id}", (10, 20, 30)
         self.mask, self.clicks, self.box = mask, [], None
+        self.candidates: list = []
+        self.chosen: int | None = None
 
 
 class FakeImageAnnotator:
@@ -110,6 +112,24 @@ def test_feed_sends_the_picture_once_and_only_changed_masks() -> None:
     del ann.objects[1]
     assert feed.image_update(ann, 2)["masks"] == {"1": None}  # type: ignore[arg-type]
     assert feed.image_update(ann, 2)["masks"] == {}  # type: ignore[arg-type]
+
+    # Candidates: sent when the active object's list or choice changes, else left out.
+    class Cand:
+        def __init__(self, mask: np.ndarray, score: float) -> None:
+            self.mask, self.score = mask, score
+
+    ann.objects[2].candidates = [Cand(one, 0.9), Cand(~one, 0.5)]
+    ann.objects[2].chosen = 0
+    update = feed.image_update(ann, 2)  # type: ignore[arg-type]
+    assert [(c["index"], c["score"], c["shown"]) for c in update["candidates"]] == [
+        (0, 0.9, True),
+        (1, 0.5, False),
+    ]
+    assert "candidates" not in feed.image_update(ann, 2)  # type: ignore[arg-type]
+    ann.objects[2].chosen = 1
+    update = feed.image_update(ann, 2)  # type: ignore[arg-type]
+    assert [c["shown"] for c in update["candidates"]] == [False, True]
+    assert feed.image_update(ann, None)["candidates"] == []  # type: ignore[arg-type]
     feed.reset()  # the canvas lost track: everything again
     again = feed.image_update(ann, 2)  # type: ignore[arg-type]
     assert "picture" in again and list(again["masks"]) == ["2"] and again["masks_reset"]

@@ -10,13 +10,13 @@
 //
 // Events sent to Python, with their data:
 //   click {x, y, positive, frame}  box {x0, y0, x1, y1, frame}  remove_point {obj, index, frame}
-//   select {obj}  add {}  remove {obj}  rename {obj, name}  undo {frame}  redo {}
+//   select {obj}  add {}  remove {obj}  rename {obj, name}  undo {frame}  redo {}  choose {index}
 //   seek {frame}  play {frame}  pause {}  propagate {direction, frame}  cancel {}
 //   load {file}  sync {}  (sync asks for everything again, after a missed update)
 // Coordinates are image pixels, x right and y down, pixel i's centre at i.
 
 export const EVENTS = [
-  "click", "box", "remove_point", "select", "add", "remove", "rename", "undo", "redo",
+  "click", "box", "remove_point", "select", "add", "remove", "rename", "undo", "redo", "choose",
   "seek", "play", "pause", "propagate", "cancel", "load", "sync",
 ];
 // The canvas the user touched last (kept on the window: each copy of this module shares it),
@@ -131,7 +131,9 @@ export function mount(root, host, options = {}) {
   const main = el("div", { class: "s2-main" }, tools, stage);
   const legend = el("div", { id: `${prefix}-legend`, class: "s2-legend" });
   const status = el("div", { id: `${prefix}-status`, class: "s2-status", role: "status" });
-  const side = el("div", { class: "s2-side" }, legend, status);
+  const cands = el("div", { id: `${prefix}-candidates`, class: "s2-cands" });
+  cands.hidden = true;
+  const side = el("div", { class: "s2-side" }, legend, cands, status);
   const shell = el("div", { class: "s2-root", tabindex: "0" }, main, side);
   let number = null, timeline = null, tl = null, playBtn = null, direction = null;
   if (video) {
@@ -336,6 +338,7 @@ export function mount(root, host, options = {}) {
       st.count.textContent = `/ ${Math.max(st.numFrames - 1, 0)}`;
       drawTimeline();
     }
+    if (u.candidates) renderCandidates(u.candidates);
     if ("message" in u) say(u.message);
     st.pending = null;
     renderLegend();
@@ -348,6 +351,20 @@ export function mount(root, host, options = {}) {
     root.dataset.received = String(performance.now()); // for the latency benchmark
     chain = chain.then(() => apply(u)).catch((err) => say(`Display error: ${err}`, true));
     return chain;
+  }
+
+  // ------------------------------------------------------------------ candidate masks
+  function renderCandidates(list) {
+    cands.hidden = !list.length;
+    const items = list.map((c) => {
+      const img = el("img", { src: c.src, alt: `candidate ${c.index}` });
+      const button = el("button", { type: "button", title: "Show this mask" }, img,
+        el("span", { text: `${c.index}: ${c.score.toFixed(3)}${c.shown ? " (shown)" : ""}` }));
+      if (c.shown) button.classList.add("s2-active");
+      button.addEventListener("click", () => { if (!c.shown) send("choose", { index: c.index }); });
+      return button;
+    });
+    cands.replaceChildren(el("div", { text: "Candidate masks: pick one" }), ...items);
   }
 
   // ------------------------------------------------------------------ legend
