@@ -58,8 +58,12 @@ THUMBNAIL_SIDE = 160  # longest side of a candidate mask's thumbnail, in pixels
 
 @cache
 def canvas_js() -> str:
-    """The canvas ES module's source."""
-    return resources.files(__package__).joinpath("static/canvas.js").read_text("utf-8")
+    """The canvas ES module's source: ``static/canvas_parts.js`` (helpers, legend, timeline),
+    ``static/canvas.js`` (the canvas) and ``static/canvas_hosts.js`` (the web app's and the
+    notebook's hosts), joined in that order."""
+    static = resources.files(__package__).joinpath("static")
+    parts = ("canvas_parts.js", "canvas.js", "canvas_hosts.js")
+    return "\n".join(static.joinpath(name).read_text("utf-8") for name in parts)
 
 
 @cache
