@@ -31,6 +31,7 @@ import gradio as gr
 
 from sam2ui.core import canvas_css, canvas_js
 
+from .compat import event_data
 from .context import UserError
 from .parts import error_message
 
@@ -95,12 +96,6 @@ def canvas_component(kind: str, greeting: str = "") -> gr.HTML:
         apply_default_css=False,
         elem_id=f"{kind}-annotator",
     )
-
-
-def event_data(evt: gr.EventData | None) -> dict[str, Any]:
-    """The data the canvas sent with an event (``{"type": ..., ...}``)."""
-    data = getattr(evt, "_data", None)
-    return dict(data) if isinstance(data, dict) else {}
 
 
 def upload_path(handle: Any) -> Path:

@@ -29,7 +29,7 @@ from sam2ui.core import (
 )
 
 from .context import AppContext, UserError, check_inside, target_object
-from .views import ObjectRow, mark_corner, mode_is_box, mode_is_positive, object_rows, thumbnail
+from .views import ObjectRow, object_rows, thumbnail
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
 
@@ -38,12 +38,11 @@ KIND = "image"
 
 @dataclass
 class ImageWork:
-    """One tab's image session: the annotator, the selected object, a pending box corner,
-    and a folder for its downloads (removed on close)."""
+    """One tab's image session: the annotator, the selected object and a folder for its
+    downloads (removed on close)."""
 
     annotator: ImageAnnotator
     selected: int | None = None
-    corner: tuple[float, float] | None = None
     feed: CanvasFeed | None = None  # set when a browser canvas shows this session
     # Each mask's pixel count, keyed by the array itself (held here, so never confused with a
     # new one).
@@ -134,8 +133,6 @@ class ImageHandlers:
             update = work.feed.image_update(ann, work.selected, message)
             return ImageView(None, rows, work.selected, candidates, message, update)
         overlay = ann.render(selected=work.selected)
-        if work.corner is not None:
-            overlay = mark_corner(overlay, work.corner)
         return ImageView(overlay, rows, work.selected, candidates, message)
 
     # ------------------------------------------------------------------ actions
@@ -160,7 +157,7 @@ class ImageHandlers:
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
                 work.annotator, _ = self.ctx.call(ImageAnnotator.set_image, work.annotator, rgb)
-                work.selected, work.corner = None, None
+                work.selected = None
                 if canvas and work.feed is None:
                     work.feed = CanvasFeed()
                 return session_id, self._view(work, hello)
@@ -189,14 +186,12 @@ class ImageHandlers:
     def add_object(self, session_id: str | None, name: str | None = None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
             work.selected = work.annotator.add_object(name.strip() if name else None)
-            work.corner = None
             return self._view(work, "New object: click on it.")
 
     def select_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
             if obj_id:
                 target_object(work, obj_id)
-            work.corner = None
             return self._view(work)
 
     def rename_object(self, session_id: str | None, obj_id: int | None, name: str) -> ImageView:
@@ -217,7 +212,6 @@ class ImageHandlers:
             work.annotator.remove_object(target)
             remaining = list(work.annotator.objects)
             work.selected = remaining[-1] if remaining else None
-            work.corner = None
             return self._view(work, f"Removed object {target}.")
 
     def click(
@@ -232,7 +226,6 @@ class ImageHandlers:
         with self.ctx.use(session_id, KIND) as work:
             check_inside(work.annotator.size, x, y, "image")
             target = target_object(work, obj_id)
-            work.corner = None
             work.annotator, _ = self.ctx.call(
                 ImageAnnotator.add_click,
                 work.annotator,
@@ -257,7 +250,6 @@ class ImageHandlers:
             check_inside(work.annotator.size, x0, y0, "image")
             check_inside(work.annotator.size, x1, y1, "image")
             target = target_object(work, obj_id)
-            work.corner = None
             work.annotator, _ = self.ctx.call(
                 ImageAnnotator.set_box,
                 work.annotator,
@@ -269,27 +261,8 @@ class ImageHandlers:
             )
             return self._view(work)
 
-    def point(
-        self, session_id: str | None, obj_id: int | None, x: float, y: float, mode: str
-    ) -> ImageView:
-        """A click on the picture as the UI's ``mode`` says: a point, or a box corner (the
-        first corner is remembered, the second sets the box)."""
-        if not mode_is_box(mode):
-            return self.click(session_id, obj_id, x, y, mode_is_positive(mode))
-        with self.ctx.use(session_id, KIND) as work:
-            check_inside(work.annotator.size, x, y, "image")
-            if work.corner is None:
-                target_object(work, obj_id)
-                work.corner = (float(x), float(y))
-                return self._view(work, "Now click the opposite corner of the box.")
-            (x0, y0), work.corner = work.corner, None
-        return self.box(session_id, obj_id, x0, y0, x, y)
-
     def undo(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
-            if work.corner is not None:
-                work.corner = None
-                return self._view(work, "Box corner removed.")
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
@@ -299,7 +272,6 @@ class ImageHandlers:
     def undo_last(self, session_id: str | None) -> ImageView:
         """Take back the last prompt change, whichever object it was."""
         with self.ctx.use(session_id, KIND) as work:
-            work.corner = None
             target = work.annotator.last_changed
             if target is None:
                 return self._view(work, "Nothing to undo.")
@@ -310,7 +282,6 @@ class ImageHandlers:
     def redo(self, session_id: str | None) -> ImageView:
         """Apply again what the last undo took back."""
         with self.ctx.use(session_id, KIND) as work:
-            work.corner = None
             if not work.annotator.can_redo:
                 return self._view(work, "Nothing to redo.")
             work.annotator, obj = self.ctx.call(ImageAnnotator.redo, work.annotator)
@@ -330,7 +301,6 @@ class ImageHandlers:
 
     def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
-            work.corner = None
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             work.annotator.clear_object(target_object(work, obj_id))
@@ -361,7 +331,6 @@ class ImageHandlers:
                 work.annotator,
                 points_per_side=int(points_per_side),
             )
-            work.corner = None
             if new_ids:
                 work.selected = new_ids[0]
             return self._view(work, f"Found {len(new_ids)} objects.")

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from .context import UserError
-from .views import MODES, legend_html
+from .views import legend_html
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,8 @@ def object_id(value: Any) -> int | None:
 
 
 def object_panel(prefix: str) -> dict[str, Any]:
-    """Mode radio, object list, name box and the object buttons of one tab."""
+    """Object list, legend, name box and the object buttons of one tab (the API's inputs)."""
     parts: dict[str, Any] = {}
-    parts["mode"] = gr.Radio(list(MODES), value=MODES[0], label="A click adds")
     parts["objects"] = gr.Radio(
         choices=[], label="Objects (select to edit)", elem_id=f"{prefix}-objects"
     )

@@ -26,9 +26,10 @@ __all__ = ["DISPLAY_FORMAT", "build_demo"]
 
 INTRO = (
     "## sam2ui: Segment Anything 2\n"
-    "Click on an object to segment it (pick *background* to remove a region, or *box* and "
-    "click two corners). Add objects for more masks; download PNG masks, COCO-RLE JSON, a "
-    "cut-out, or for videos an overlay MP4, DAVIS PNGs and SA-V JSON."
+    "Drop a picture or a video on the canvas. Click on an object to segment it "
+    "(Shift+click or right click: background), drag for a box, click a point to remove it; "
+    "Ctrl+Z / Ctrl+Shift+Z undo and redo. Add objects in the legend; download PNG masks, "
+    "COCO-RLE JSON, a cut-out, or for videos an overlay MP4, DAVIS PNGs and SA-V JSON."
 )
 
 

@@ -37,7 +37,6 @@ from .video_worker import PREVIEW_EVERY_S, track_frames
 from .views import (
     ObjectRow,
     describe_frame,
-    mark_corner,
     object_rows,
 )
 from .zerogpu import offload_state, on_zero_gpu
@@ -50,14 +49,13 @@ DIRECTIONS = ("forward", "backward", "both")
 
 @dataclass
 class VideoWork:
-    """One tab's video session: the annotator, selection, frame shown, pending box corner,
+    """One tab's video session: the annotator, selection, frame shown,
     and a folder for its downloads (removed on close). ``version`` counts edits, so a
     rendered MP4 is reused only while it is current."""
 
     annotator: VideoAnnotator
     frame_idx: int = 0
     selected: int | None = None
-    corner: tuple[float, float] | None = None
     version: int = 0
     mp4: tuple[int, Path] | None = None
     feed: CanvasFeed | None = None  # set when a browser canvas shows this session
@@ -129,8 +127,6 @@ class VideoHandlers:
                 canvas=update,
             )
         frame = ann.render(work.frame_idx, selected=work.selected) if picture is None else picture
-        if work.corner is not None:
-            frame = mark_corner(frame, work.corner)
         return VideoView(
             frame, work.frame_idx, ann.num_frames, rows, work.selected, message, **extra
         )
@@ -215,7 +211,6 @@ class VideoHandlers:
     def show_frame(self, session_id: str | None, frame_idx: int) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
             self._frame(work, frame_idx)
-            work.corner = None
             return self._view(work)
 
     def add_object(self, session_id: str | None, name: str | None = None) -> VideoView:
@@ -265,7 +260,6 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             check_inside(work.annotator.size, x, y, "frame")
             target = target_object(work, obj_id)
-            work.corner = None
             work.annotator, _ = self.ctx.call(
                 VideoAnnotator.add_click,
                 work.annotator,
@@ -293,7 +287,6 @@ class VideoHandlers:
             check_inside(work.annotator.size, x0, y0, "frame")
             check_inside(work.annotator.size, x1, y1, "frame")
             target = target_object(work, obj_id)
-            work.corner = None
             work.annotator, _ = self.ctx.call(
                 VideoAnnotator.set_box,
                 work.annotator,
@@ -312,9 +305,6 @@ class VideoHandlers:
     ) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
             frame = self._frame(work, frame_idx)
-            if work.corner is not None:
-                work.corner = None
-                return self._view(work, "Box corner removed.")
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             work.annotator, _ = self.ctx.call(
@@ -328,7 +318,6 @@ class VideoHandlers:
     ) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
             frame = self._frame(work, frame_idx)
-            work.corner = None
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             work.annotator, _ = self.ctx.call(

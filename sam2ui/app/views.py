@@ -15,7 +15,6 @@ import numpy as np
 from sam2ui.core import overlay_image
 
 __all__ = [
-    "MODES",
     "ObjectRow",
     "choices",
     "describe_frame",
@@ -24,9 +23,6 @@ __all__ = [
     "thumbnail",
 ]
 
-# What a click on the picture does (the UI's radio; the API takes explicit endpoints instead).
-POSITIVE, NEGATIVE, BOX = "object (+)", "background (−)", "box: two corners"
-MODES = (POSITIVE, NEGATIVE, BOX)
 THUMBNAIL_SIDE = 192  # longest side of a candidate thumbnail, in pixels
 
 
@@ -83,27 +79,6 @@ def thumbnail(
     small_image = np.ascontiguousarray(image[::step, ::step])
     small_mask = np.ascontiguousarray(mask[::step, ::step])
     return overlay_image(small_image, {1: small_mask}, {1: color}, alpha=0.6)
-
-
-def mode_is_box(mode: str | None) -> bool:
-    return mode == BOX
-
-
-def mode_is_positive(mode: str | None) -> bool:
-    """Whether a click in ``mode`` marks the object (anything but the background mode)."""
-    return mode != NEGATIVE
-
-
-def mark_corner(image: np.ndarray, corner: tuple[float, float]) -> np.ndarray:
-    """A copy of ``image`` with a small yellow cross at ``corner`` ((x, y) pixels): the
-    pending first corner of a box, so the first click shows."""
-    out = image.copy()
-    height, width = out.shape[:2]
-    x, y = round(corner[0]), round(corner[1])
-    arm = max(4, min(height, width) // 60)
-    out[max(0, y - 1) : y + 2, max(0, x - arm) : x + arm + 1] = (255, 215, 0)
-    out[max(0, y - arm) : y + arm + 1, max(0, x - 1) : x + 2] = (255, 215, 0)
-    return out
 
 
 def describe_frame(work: Any, details: Mapping[int, str]) -> str:

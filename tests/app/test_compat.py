@@ -1,116 +1,30 @@
-"""Reading gradio's event data (sam2ui.app.compat): every shape gradio has sent, real
-``gr.SelectData`` events, and the app's select listeners that read them."""
+"""Reading gradio's event data (sam2ui.app.compat), the app's canvas listeners that read it,
+and the gradio keywords the app uses."""
 
 from __future__ import annotations
 
 import ast
 import json
-import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from sam2ui.app.compat import EventDataError, click_xy, picked_index, was_deselected
+from sam2ui.app.compat import event_data
 from sam2ui.app.options import AppConfig
 from sam2ui.core import ModelCache
 from tests.app.conftest import HEIGHT, WIDTH, make_image
 
 
-@dataclass
-class FakeEvent:
-    """An event object as gradio builds them: attributes, ``selected`` optional."""
+def test_event_data_reads_what_the_canvas_sent() -> None:
+    import gradio as gr
 
-    index: Any
-    value: Any = None
-
-
-@dataclass
-class FakeSelection(FakeEvent):
-    selected: bool = True
-
-
-@pytest.mark.parametrize(
-    "evt",
-    [
-        FakeEvent([40, 48]),  # gradio 6.19 to 6.31: a JSON list
-        FakeEvent((40, 48)),  # a tuple (two-dimensional selections of other components)
-        FakeEvent([40, 48, 0]),  # extra items are ignored
-        FakeEvent({"x": 40, "y": 48}),
-        FakeEvent([np.int64(40), np.float32(48.0)]),
-        {"index": [40, 48], "value": None},  # the raw payload
-    ],
-)
-def test_click_xy_reads_every_index_shape(evt: Any) -> None:
-    x, y = click_xy(evt)
-    assert (x, y) == (40.0, 48.0) and isinstance(x, float) and isinstance(y, float)
-
-
-@pytest.mark.parametrize(
-    "evt",
-    [
-        None,
-        FakeEvent(None),
-        FakeEvent([None, None]),  # gradio's [NaN, NaN] after JSON: the click had no image
-        FakeEvent([math.nan, 3]),
-        FakeEvent([math.inf, 3]),
-        FakeEvent([7]),
-        FakeEvent(7),
-        FakeEvent("40,48"),
-        FakeEvent(["40", 48]),  # gradio sends numbers; text is not read as one
-        FakeEvent([True, False]),
-        FakeEvent({"x": 1}),
-        object(),  # no index at all
-    ],
-)
-def test_click_xy_rejects_what_is_not_a_pixel(evt: Any) -> None:
-    with pytest.raises(EventDataError) as info:
-        click_xy(evt)
-    assert isinstance(info.value, ValueError)  # so the handlers' guard shows the message
-    assert "click" in str(info.value).lower() or "event data" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    ("index", "expected"),
-    [(2, 2), (0, 0), (np.int64(1), 1), (2.0, 2), ([2], 2), ((2,), 2), ({"index": 2}, 2)],
-)
-def test_picked_index_reads_every_index_shape(index: Any, expected: int) -> None:
-    assert picked_index(FakeEvent(index)) == expected
-    assert picked_index({"index": index}) == expected
-
-
-@pytest.mark.parametrize("index", [None, 1.5, True, "2", [1, 2], [], {"i": 1}, math.nan])
-def test_picked_index_rejects_what_is_not_a_position(index: Any) -> None:
-    with pytest.raises(EventDataError, match="which item"):
-        picked_index(FakeEvent(index))
-    with pytest.raises(EventDataError):
-        picked_index(None)
-
-
-def test_was_deselected() -> None:
-    assert not was_deselected(FakeEvent(1))  # no field: a selection
-    assert not was_deselected(FakeSelection(1, selected=True))
-    assert was_deselected(FakeSelection(1, selected=False))
-    assert was_deselected({"index": 1, "selected": False})
-    assert not was_deselected({"index": 1})
-
-
-def test_real_select_data() -> None:
-    gr = pytest.importorskip("gradio")
-    # What gradio builds from an image click and from a gallery pick.
-    click = gr.SelectData(None, {"index": [40, 48], "value": None})
-    assert click_xy(click) == (40.0, 48.0)
-    pick = gr.SelectData(None, {"index": 1, "value": {"image": None, "caption": "1: 0.9"}})
-    assert picked_index(pick) == 1 and not was_deselected(pick)
-    unpick = gr.SelectData(None, {"index": 1, "value": None, "selected": False})
-    assert was_deselected(unpick)
-    with pytest.raises(EventDataError):
-        click_xy(gr.SelectData(None, {"index": [None, None], "value": None}))
+    assert event_data(gr.EventData(None, {"type": "click", "x": 3})) == {"type": "click", "x": 3}
+    assert event_data(gr.EventData(None, None)) == {}
+    assert event_data(None) == {}
 
 
 # ------------------------------------------------------------------ the app's listeners

@@ -14,7 +14,6 @@ from sam2ui.app.context import AppContext, UserError
 from sam2ui.app.image_handlers import ImageHandlers
 from sam2ui.app.options import AppConfig
 from sam2ui.app.video_handlers import VideoHandlers
-from sam2ui.app.views import BOX, NEGATIVE
 from sam2ui.core import CheckpointUnavailableError, ModelCache
 from tests.app.conftest import HEIGHT, WIDTH, make_image, record_video_opens, write_video
 
@@ -53,16 +52,14 @@ def test_click_segments_and_lists_the_object(ctx: AppContext) -> None:
         assert [c.positive for c in work.annotator.objects[1].clicks] == [True, False]
 
 
-def test_box_by_two_clicks_undo_and_clear(ctx: AppContext) -> None:
+def test_box_undo_and_clear(ctx: AppContext) -> None:
     h = ImageHandlers(ctx)
     sid, _ = h.upload(None, make_image())
-    view = h.point(sid, None, 30, 20, BOX)
-    assert "opposite corner" in view.message
-    view = h.point(sid, None, 70, 75, BOX)
+    h.box(sid, None, 70, 75, 30, 20)
     with ctx.use(sid, "image") as work:
         assert work.annotator.objects[1].box == (30, 20, 70, 75)
         assert work.annotator.objects[1].mask is not None
-    h.point(sid, None, 50, 50, NEGATIVE)
+    h.click(sid, None, 50, 50, positive=False)
     h.undo(sid)
     with ctx.use(sid, "image") as work:
         assert work.annotator.objects[1].clicks == []
