@@ -33,16 +33,17 @@ from sam2ui.core import canvas_css, canvas_js
 
 from .compat import event_data
 from .context import UserError
-from .parts import error_message
+from .parts import error_message, object_id, owner_of
 
 __all__ = [
     "ROUTES",
     "canvas_component",
     "canvas_guard",
-    "event_data",
     "reply",
+    "shared_action",
     "to_value",
     "upload_path",
+    "wire_canvas",
 ]
 
 ROUTES = {
@@ -158,3 +159,50 @@ def canvas_guard(extra: int = 0) -> Callable[[Callable[..., Any]], Callable[...,
         return wrapper
 
     return decorate
+
+
+def shared_action(h: Any, session: str | None, data: dict[str, Any]) -> Any:
+    """A canvas action both tabs take alike (the legend's, undo, redo, sync) on handlers
+    ``h`` of either tab; UserError for any other."""
+    kind = data.get("type")
+    obj = object_id(data.get("obj"))
+    if kind == "select":
+        return h.select_object(session, obj)
+    if kind == "add":
+        return h.add_object(session, data.get("name"))
+    if kind == "remove":
+        return h.remove_object(session, obj)
+    if kind == "rename":
+        return h.rename_object(session, obj, str(data.get("name", "")))
+    if kind == "undo":
+        return h.undo_last(session)
+    if kind == "redo":
+        return h.redo(session)
+    if kind == "sync":
+        return h.sync(session)
+    raise UserError(f"Unknown action {kind!r}.")
+
+
+def wire_canvas(
+    canvas: gr.HTML,
+    sid: gr.State,
+    h: Any,
+    action: Callable[[Any, str | None, dict[str, Any]], Any],
+) -> None:
+    """Connect a tab's canvas to its handlers ``h``: a dropped or chosen file opens a session
+    shown on the canvas (``h.upload``), and each quick action goes to ``action``; both answer
+    with the view's canvas update."""
+
+    @canvas_guard(extra=1)
+    def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
+        path = upload_path(event_data(evt).get("file"))
+        new_id, view = h.upload(session, path, owner_of(request), canvas=True)
+        return to_value(view.canvas or {}), new_id
+
+    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
+
+    @canvas_guard()
+    def on_act(session: str | None, evt: gr.EventData) -> Any:
+        return reply(action(h, session, event_data(evt)).canvas, evt)
+
+    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")

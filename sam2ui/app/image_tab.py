@@ -11,15 +11,8 @@ from typing import Any
 
 import gradio as gr
 
-from .canvas_host import (
-    canvas_component,
-    canvas_guard,
-    event_data,
-    reply,
-    to_value,
-    upload_path,
-)
-from .context import AppContext, UserError
+from .canvas_host import canvas_component, shared_action, to_value, wire_canvas
+from .context import AppContext
 from .image_handlers import ImageHandlers, ImageView
 from .parts import (
     DISPLAY_FORMAT,
@@ -64,21 +57,7 @@ def image_action(h: ImageHandlers, session: str | None, data: dict[str, Any]) ->
         return h.remove_point(session, obj or 0, int(num("index")))
     if kind == "choose":
         return h.choose_candidate(session, None, int(num("index")))
-    if kind == "select":
-        return h.select_object(session, obj)
-    if kind == "add":
-        return h.add_object(session, data.get("name"))
-    if kind == "remove":
-        return h.remove_object(session, obj)
-    if kind == "rename":
-        return h.rename_object(session, obj, str(data.get("name", "")))
-    if kind == "undo":
-        return h.undo_last(session)
-    if kind == "redo":
-        return h.redo(session)
-    if kind == "sync":
-        return h.sync(session)
-    raise UserError(f"Unknown action {kind!r}.")
+    return shared_action(h, session, data)
 
 
 def image_tab(ctx: AppContext) -> None:
@@ -106,19 +85,7 @@ def image_tab(ctx: AppContext) -> None:
     outs = [overlay, p["objects"], p["legend"], candidates, status]
 
     # ------------------------------------------------------------------ the browser canvas
-    @canvas_guard(extra=1)
-    def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
-        path = upload_path(event_data(evt).get("file"))
-        new_id, view = h.upload(session, path, owner_of(request), canvas=True)
-        return shown(view), new_id
-
-    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
-
-    @canvas_guard()
-    def on_act(session: str | None, evt: gr.EventData) -> Any:
-        return reply(image_action(h, session, event_data(evt)).canvas, evt)
-
-    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+    wire_canvas(canvas, sid, h, image_action)
     wire_export(export, h, sid, files, "image")
 
     # ------------------------------------------------------------------ the API

@@ -9,6 +9,7 @@ from typing import Any
 
 from sam2ui.core import SessionNotFound, VideoAnnotator
 
+from .canvas_host import shared_action
 from .context import UserError, target_object
 from .parts import object_id
 from .video_handlers import KIND, VideoHandlers, VideoView
@@ -122,18 +123,4 @@ def video_action(h: VideoCanvasHandlers, session: str | None, data: dict[str, An
         return h.remove_point(session, frame, obj or 0, int(num("index")))
     if kind == "seek":
         return h.show_frame(session, frame)
-    if kind == "select":
-        return h.select_object(session, obj)
-    if kind == "add":
-        return h.add_object(session, data.get("name"))
-    if kind == "remove":
-        return h.remove_object(session, obj)
-    if kind == "rename":
-        return h.rename_object(session, obj, str(data.get("name", "")))
-    if kind == "undo":
-        return h.undo_last(session)
-    if kind == "redo":
-        return h.redo(session)
-    if kind == "sync":
-        return h.sync(session)
-    raise UserError(f"Unknown action {kind!r}.")
+    return shared_action(h, session, data)

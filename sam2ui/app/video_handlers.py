@@ -114,6 +114,7 @@ class VideoHandlers:
                 message or describe_frame(work, details),
                 progress=extra.get("progress"),
                 source_key=id(ann),
+                masks=frame_masks,
             )
             update["playing"] = bool(work.playing)
             return VideoView(

@@ -12,14 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from .canvas_host import (
-    canvas_component,
-    canvas_guard,
-    event_data,
-    reply,
-    to_value,
-    upload_path,
-)
+from .canvas_host import canvas_component, canvas_guard, to_value, wire_canvas
+from .compat import event_data
 from .context import AppContext
 from .parts import (
     DISPLAY_FORMAT,
@@ -77,19 +71,7 @@ def video_tab(ctx: AppContext) -> None:
     outs = [frame, slider, p["objects"], p["legend"], status]
 
     # ------------------------------------------------------------------ the browser canvas
-    @canvas_guard(extra=1)
-    def on_load(session: str | None, evt: gr.EventData, request: gr.Request) -> Any:
-        path = upload_path(event_data(evt).get("file"))
-        new_id, view = h.upload(session, path, owner_of(request), canvas=True)
-        return shown(view), new_id
-
-    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
-
-    @canvas_guard()
-    def on_act(session: str | None, evt: gr.EventData) -> Any:
-        return reply(video_action(h, session, event_data(evt)).canvas, evt)
-
-    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+    wire_canvas(canvas, sid, h, video_action)
 
     @canvas_guard()
     def on_play(session: str | None, evt: gr.EventData) -> Iterator[Any]:

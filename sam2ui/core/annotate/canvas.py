@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -213,11 +213,16 @@ class CanvasFeed:
         return out
 
     def _update(
-        self, picture_key: Any, picture: np.ndarray, masks: Mapping[int, np.ndarray]
+        self,
+        picture_key: Any,
+        get_picture: Callable[[], np.ndarray],
+        masks: Mapping[int, np.ndarray],
     ) -> dict[str, Any]:
+        """The shared part of an update; the picture is fetched only when it is new."""
         self.seq += 1
         update: dict[str, Any] = {"seq": self.seq}
         if picture_key != self._picture:
+            picture = get_picture()
             height, width = picture.shape[:2]
             update["picture"] = {
                 "src": picture_url(picture),
@@ -236,7 +241,7 @@ class CanvasFeed:
     ) -> dict[str, Any]:
         """The update for an image annotator's canvas (``active``: the selected object)."""
         image = annotator.image
-        update = self._update(("image", id(image), image.shape), image, annotator.masks)
+        update = self._update(("image", id(image), image.shape), lambda: image, annotator.masks)
         prompts: list[dict[str, Any]] = []
         objects = []
         for obj_id, obj in annotator.objects.items():
@@ -286,10 +291,16 @@ class CanvasFeed:
         *,
         progress: tuple[int, int] | None = None,
         source_key: Any = None,
+        masks: Mapping[int, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        """The update for a video annotator's canvas showing frame ``frame_idx``."""
-        picture = annotator.frame(frame_idx)
-        update = self._update(("frame", source_key, frame_idx), picture, annotator.masks(frame_idx))
+        """The update for a video annotator's canvas showing frame ``frame_idx`` (``masks``:
+        that frame's masks when the caller has them already; the frame is decoded only when
+        the canvas does not show it yet)."""
+        update = self._update(
+            ("frame", source_key, frame_idx),
+            lambda: annotator.frame(frame_idx),
+            annotator.masks(frame_idx) if masks is None else masks,
+        )
         objects, prompts, lanes = [], [], {}
         for obj_id, obj in annotator.objects.items():
             objects.append(_object_row(obj_id, obj.name, obj.color, sorted(obj.prompts)))
