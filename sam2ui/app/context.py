@@ -10,6 +10,7 @@ plain functions that tests call directly.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,10 +20,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from sam2ui.core import (
+    THREADS_VARIABLE,
     CheckpointUnavailableError,
+    FreeCpus,
+    Lane,
     ModelCache,
+    ModelScheduler,
     SessionManager,
     SessionNotFound,
+    configure_threads,
     default_model_cache,
     image_predictor,
     video_predictor,
@@ -95,7 +101,17 @@ class AppContext:
             None if budget is None else int(budget * 2**20), max_sessions=config.max_sessions
         )
         self.model_error: str | None = None
-        self._gate = threading.BoundedSemaphore(config.model_workers)
+        self.cpus: FreeCpus | None = None
+        threads = config.threads
+        if threads is None:
+            threads = os.environ.get(THREADS_VARIABLE, "").strip().lower() or None
+        if threads == "auto":
+            self.cpus = FreeCpus()  # set before each model call
+        elif not zerogpu.on_zero_gpu():
+            configure_threads(None if threads is None else int(threads))
+        self.scheduler = ModelScheduler(
+            config.model_workers, on_grant=self.cpus.apply if self.cpus is not None else None
+        )
         self._owners: dict[str, set[str]] = defaultdict(set)  # browser session -> engine ids
         self._owners_lock = threading.Lock()
         self._stop = threading.Event()
@@ -150,10 +166,12 @@ class AppContext:
             raise UserError(self.model_error) from err
 
     @contextmanager
-    def model_work(self) -> Iterator[None]:
+    def model_work(self, lane: Lane = Lane.INTERACTIVE) -> Iterator[None]:
         """Hold one of the ``model_workers`` slots: every model call runs inside this, so
-        many users share the model without oversubscribing the device."""
-        with self._gate:
+        many users share the model without oversubscribing the device. Interactive work
+        (clicks) goes before heavy work (encodings, tracked frames), and heavy work lets
+        waiting clicks pass between the network's blocks (:class:`~sam2ui.core.ModelScheduler`)."""
+        with self.scheduler.slot(lane):
             yield
 
     def call(
@@ -167,14 +185,34 @@ class AppContext:
         """``method(obj, *args, **kwargs)`` as model work; returns ``(obj, result)``.
         ``method`` is an unbound method (``ImageAnnotator.add_click``) or a module-level
         function. On ZeroGPU it runs in a GPU worker on a copy of ``obj``, and the returned
-        ``obj`` is the changed copy: callers must keep it in place of the old one."""
+        ``obj`` is the changed copy: callers must keep it in place of the old one.
+        It runs in the interactive lane: quick work (a click, a box, an undo)."""
         return self.run(zerogpu.apply, method, obj, *args, **kwargs)
 
+    def call_heavy(
+        self,
+        method: Callable[Concatenate[T, P], R],
+        obj: T,
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> tuple[T, R]:
+        """:meth:`call` in the heavy lane: work that runs the image encoder or the memory
+        attention (an upload's encoding, automatic masks), which clicks may pass."""
+        return self.run_heavy(zerogpu.apply, method, obj, *args, **kwargs)
+
     def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` as model work (on ZeroGPU in a GPU worker; ``fn`` a
-        module-level function or class, its result handed back)."""
+        """``fn(*args, **kwargs)`` as interactive model work (on ZeroGPU in a GPU worker;
+        ``fn`` a module-level function or class, its result handed back)."""
+        return self._run(Lane.INTERACTIVE, fn, *args, **kwargs)
+
+    def run_heavy(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`run` in the heavy lane."""
+        return self._run(Lane.HEAVY, fn, *args, **kwargs)
+
+    def _run(self, lane: Lane, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # ZeroGPU gives each call its own GPU and queues them itself: no model slot there.
-        with nullcontext() if zerogpu.on_zero_gpu() else self.model_work():
+        with nullcontext() if zerogpu.on_zero_gpu() else self.model_work(lane):
             return zerogpu.run(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ sessions

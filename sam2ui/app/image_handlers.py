@@ -26,6 +26,7 @@ from sam2ui.core import (
     ImageTooLargeError,
     image_from_array,
     load_image,
+    mask_to_coco_rle,
 )
 
 from .context import AppContext, UserError, check_inside, target_object
@@ -47,6 +48,8 @@ class ImageWork:
     # Each mask's pixel count, keyed by the array itself (held here, so never confused with a
     # new one).
     areas: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
+    # Each mask's COCO RLE for API clients, keyed the same way.
+    rles: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
 
     def close(self) -> None:
@@ -70,6 +73,31 @@ class ImageView:
     candidates: list[tuple[np.ndarray, str]] | None  # None for the canvas, which shows its own
     message: str = ""
     canvas: dict[str, Any] | None = None
+    # API clients: each object's mask as compressed COCO RLE (``counts``, ``size`` as
+    # (height, width)), keyed by the object id as a string; None for the canvas.
+    masks: dict[str, dict[str, Any]] | None = None
+
+
+def _coco_masks(work: ImageWork) -> dict[str, dict[str, Any]]:
+    """Every object's mask as COCO RLE, each computed once per mask (kept in ``work``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for obj_id, obj in work.annotator.objects.items():
+        if obj.mask is None:
+            continue
+        known = work.rles.get(obj_id)
+        if known is None or known[0] is not obj.mask:
+            rle = mask_to_coco_rle(obj.mask)
+            counts = rle["counts"]
+            rle = {"size": [int(v) for v in rle["size"]], "counts": _text(counts)}
+            known = work.rles[obj_id] = (obj.mask, rle)
+        out[str(obj_id)] = known[1]
+    for gone in [i for i in work.rles if i not in work.annotator.objects]:
+        del work.rles[gone]
+    return out
+
+
+def _text(counts: Any) -> Any:
+    return counts.decode("ascii") if isinstance(counts, bytes) else counts
 
 
 def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
@@ -133,7 +161,8 @@ class ImageHandlers:
             update = work.feed.image_update(ann, work.selected, message)
             return ImageView(None, rows, work.selected, candidates, message, update)
         overlay = ann.render(selected=work.selected)
-        return ImageView(overlay, rows, work.selected, candidates, message)
+        masks = _coco_masks(work)
+        return ImageView(overlay, rows, work.selected, candidates, message, masks=masks)
 
     # ------------------------------------------------------------------ actions
     def upload(
@@ -156,14 +185,16 @@ class ImageHandlers:
         )
         if session_id and session_id in self.ctx.sessions:
             with self.ctx.use(session_id, KIND) as work:
-                work.annotator, _ = self.ctx.call(ImageAnnotator.set_image, work.annotator, rgb)
+                work.annotator, _ = self.ctx.call_heavy(
+                    ImageAnnotator.set_image, work.annotator, rgb
+                )
                 work.selected = None
                 if canvas and work.feed is None:
                     work.feed = CanvasFeed()
                 return session_id, self._view(work, hello)
         annotator = ImageAnnotator(self.ctx.image_predictor())
         try:
-            annotator, _ = self.ctx.call(ImageAnnotator.set_image, annotator, rgb)
+            annotator, _ = self.ctx.call_heavy(ImageAnnotator.set_image, annotator, rgb)
         except BaseException:
             annotator.close()
             raise
@@ -326,7 +357,7 @@ class ImageHandlers:
         if not 1 <= int(points_per_side) <= 64:
             raise UserError(f"points_per_side must be 1 to 64, got {points_per_side}.")
         with self.ctx.use(session_id, KIND) as work:
-            work.annotator, new_ids = self.ctx.call(
+            work.annotator, new_ids = self.ctx.call_heavy(
                 ImageAnnotator.segment_everything,
                 work.annotator,
                 points_per_side=int(points_per_side),

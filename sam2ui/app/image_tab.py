@@ -29,13 +29,15 @@ from .views import choices, legend_html
 
 
 def image_outputs(view: ImageView) -> tuple[Any, ...]:
-    """(overlay, object radio, legend, candidate gallery, status) for an API client."""
+    """(overlay, object radio, legend, candidate gallery, status, masks as COCO RLE) for
+    an API client."""
     return (
         view.overlay,
         gr.Radio(choices=choices(view.objects), value=view.selected),
         legend_html(view.objects, view.selected),
         view.candidates,
         view.message,
+        view.masks or {},
     )
 
 
@@ -81,8 +83,9 @@ def image_tab(ctx: AppContext) -> None:
         overlay = gr.Image(type="numpy", format=DISPLAY_FORMAT, label="overlay")
         p = object_panel("image-api")
         status = gr.Markdown()
+        masks = gr.JSON(label="masks (COCO RLE)")
     api = api_inputs()
-    outs = [overlay, p["objects"], p["legend"], candidates, status]
+    outs = [overlay, p["objects"], p["legend"], candidates, status, masks]
 
     # ------------------------------------------------------------------ the browser canvas
     wire_canvas(canvas, sid, h, image_action)

@@ -35,6 +35,11 @@ class AppConfig:
         max_sessions: most live sessions; the least recently used idle ones go first.
         memory_budget_mb: total memory of all sessions' state (``None``: no limit).
         model_workers: how many model calls (clicks, frames of a propagation) run at once.
+        threads: torch's threads for model work: a number, ``"auto"`` (before each model
+            call, the CPUs this process may use that other processes leave free: faster
+            beside busy neighbours, but masks may then differ in a pixel from run to run, as
+            float sums depend on the thread count), or ``None``: ``$SAM2UI_THREADS`` if set,
+            else the CPUs this process may use (affinity and cgroup quota).
         share: ask gradio for a public share link.
         preload: load the model when the app is built (always on under ZeroGPU).
     """
@@ -52,6 +57,7 @@ class AppConfig:
     max_sessions: int | None = 64
     memory_budget_mb: float | None = None
     model_workers: int = 1
+    threads: int | str | None = None
     share: bool = False
     preload: bool = True
     launch_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -61,9 +67,19 @@ class AppConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.model_workers < 1:
             raise ValueError(f"model_workers must be >= 1, got {self.model_workers}")
+        if self.threads is not None and not (
+            self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1)
+        ):
+            raise ValueError(f"threads must be a number >= 1 or 'auto', got {self.threads!r}")
         for name in ("max_video_mb", "max_video_seconds", "idle_timeout_s", "max_image_mp"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+def _threads(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _positive(int)(text)
 
 
 def _positive(kind: type) -> Any:
@@ -147,6 +163,15 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
         metavar="N",
         help="model calls that may run at once (default: %(default)s)",
     )
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=defaults.threads,
+        metavar="N|auto",
+        help="torch threads for model work; auto: before each model call, the CPUs that "
+        "other processes leave free (default: $SAM2UI_THREADS, else the CPUs this process "
+        "may use: affinity and cgroup quota)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -167,4 +192,5 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         idle_timeout_s=args.idle_timeout,
         max_sessions=args.max_sessions,
         model_workers=args.model_workers,
+        threads=args.threads,
     )

@@ -26,6 +26,7 @@ import numpy as np
 from sam2ui.core import (
     CanvasFeed,
     FrameSource,
+    Lane,
     SessionNotFound,
     VideoAnnotator,
     open_frames,
@@ -194,7 +195,7 @@ class VideoHandlers:
             predictor = self.ctx.video_predictor()
             # On ZeroGPU the source is pickled for the worker: its frame table goes along, so
             # the worker reopens the file without reading it through again.
-            annotator = self.ctx.run(
+            annotator = self.ctx.run_heavy(
                 VideoAnnotator, predictor, source, offload_state_to_cpu=offload_state()
             )
         except BaseException:
@@ -352,7 +353,7 @@ class VideoHandlers:
             steps = work.annotator.propagate(direction)  # type: ignore[arg-type]
             try:
                 while True:
-                    with self.ctx.model_work():  # per frame: other users' clicks interleave
+                    with self.ctx.model_work(Lane.HEAVY):  # per frame; clicks pass
                         step = next(steps, None)
                     if step is None:
                         return

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from sam2ui.core import Box, Click
+from sam2ui.core import Box, Click, configure_threads
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -165,10 +165,17 @@ def device_available(name: str) -> bool:
 
 
 def pick_device(name: str, parser: argparse.ArgumentParser) -> str:
-    """The device for ``--device name``; a usage error when it is not available here."""
+    """The device for ``--device name``; a usage error when it is not available here.
+    On the CPU, torch's threads are set from the CPUs this process may use (affinity and
+    cgroup quota) or ``$SAM2UI_THREADS``."""
     device = resolve_device(name)
     if not device_available(device):
         parser.error(f"--device {device}: no such device is available here")
+    if device == "cpu":
+        try:
+            configure_threads()
+        except ValueError as err:
+            parser.error(str(err))
     return device
 
 

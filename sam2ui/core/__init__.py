@@ -97,6 +97,12 @@ _LAZY: dict[str, str] = {
     "default_model_cache": "sam2ui.core.serving.model_cache",
     "image_predictor": "sam2ui.core.serving.model_cache",
     "video_predictor": "sam2ui.core.serving.model_cache",
+    "Lane": "sam2ui.core.serving.lanes",
+    "FreeCpus": "sam2ui.core.serving.threads",
+    "THREADS_VARIABLE": "sam2ui.core.serving.threads",
+    "configure_threads": "sam2ui.core.serving.threads",
+    "usable_cpus": "sam2ui.core.serving.threads",
+    "ModelScheduler": "sam2ui.core.serving.lanes",
     "CancellableIterator": "sam2ui.core.serving.sessions",
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
@@ -112,6 +118,7 @@ __all__ = [
     "DIRECTIONS",
     "NEGATIVE_COLOR",
     "POSITIVE_COLOR",
+    "THREADS_VARIABLE",
     "VARIANTS",
     "AnnotatedObject",
     "Box",
@@ -124,13 +131,16 @@ __all__ = [
     "Direction",
     "FramePrompts",
     "FrameSource",
+    "FreeCpus",
     "HieraConfig",
     "ImageAnnotator",
     "ImageReadError",
     "ImageTooLargeError",
+    "Lane",
     "MaskPrompt",
     "ModelCache",
     "ModelKey",
+    "ModelScheduler",
     "ObjectPrompt",
     "Prompt",
     "PromptError",
@@ -154,6 +164,7 @@ __all__ = [
     "canvas_css",
     "canvas_js",
     "check_prompts_inside",
+    "configure_threads",
     "cutout_png",
     "davis_palette",
     "default_model_cache",
@@ -186,6 +197,7 @@ __all__ = [
     "rle_to_mask",
     "set_onednn_linear",
     "tint",
+    "usable_cpus",
     "validate_prompts",
     "variant_names",
     "video_predictor",
@@ -263,6 +275,7 @@ if TYPE_CHECKING:
         tint,
     )
     from sam2ui.core.serving import handoff
+    from sam2ui.core.serving.lanes import Lane, ModelScheduler
     from sam2ui.core.serving.model_cache import (
         ModelCache,
         ModelKey,
@@ -271,6 +284,12 @@ if TYPE_CHECKING:
         video_predictor,
     )
     from sam2ui.core.serving.sessions import CancellableIterator, SessionManager, SessionNotFound
+    from sam2ui.core.serving.threads import (
+        THREADS_VARIABLE,
+        FreeCpus,
+        configure_threads,
+        usable_cpus,
+    )
     from sam2ui.core.video.builders import (
         build_sam2_video_predictor,
         build_sam2_video_predictor_hf,

@@ -12,6 +12,7 @@ from PIL import Image
 
 from sam2ui.app.options import AppConfig
 from sam2ui.app.ui import build_demo
+from sam2ui.core import rle_to_mask
 from tests.app.conftest import HEIGHT, WIDTH, make_image
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -65,24 +66,29 @@ def test_every_action_has_an_endpoint(client) -> None:
 
 def test_image_session_over_the_api(client, image_file: Path) -> None:
     handle = gradio_client.handle_file(str(image_file))
-    canvas, selected, _, _, _ = client.predict(handle, api_name="/image_upload")
+    canvas, selected, _, _, _, masks = client.predict(handle, api_name="/image_upload")
     plain = _pixels(canvas)
-    assert plain.shape == (HEIGHT, WIDTH, 3) and _value(selected) is None
+    assert plain.shape == (HEIGHT, WIDTH, 3) and _value(selected) is None and masks == {}
 
-    canvas, selected, legend, gallery, _status = client.predict(
+    canvas, selected, legend, gallery, _status, masks = client.predict(
         0, 40, 48, True, api_name="/image_click"
     )
     assert _value(selected) == 1 and "1: object 1" in legend and len(gallery) == 3
+    # The masks arrive as COCO RLE too, readable without decoding a picture.
+    assert list(masks) == ["1"] and masks["1"]["size"] == [HEIGHT, WIDTH]
+    first = rle_to_mask(masks["1"])
+    assert first.shape == (HEIGHT, WIDTH) and 0 < first.sum() < HEIGHT * WIDTH
     tinted = _pixels(canvas)
     assert np.abs(tinted - plain).max(axis=-1).mean() > 10  # the mask is drawn
 
     canvas, selected, legend, *_ = client.predict("tree", api_name="/image_add_object")
     assert _value(selected) == 2 and "2: tree" in legend
-    *_, legend, _, _ = client.predict(2, 5, 5, 120, 30, api_name="/image_box")
-    assert "2: tree" in legend and "no mask yet" not in legend
-    *_, legend, gallery, _ = client.predict(1, 0, api_name="/image_choose")
+    *_, legend, _, _, masks = client.predict(2, 5, 5, 120, 30, api_name="/image_box")
+    assert "2: tree" in legend and "no mask yet" not in legend and sorted(masks) == ["1", "2"]
+    assert (rle_to_mask(masks["1"]) == first).all()  # the other object is untouched
+    *_, legend, gallery, _, masks = client.predict(1, 0, api_name="/image_choose")
     assert "0: " in gallery[0]["caption"] and "(shown)" in gallery[0]["caption"]
-    *_, legend, _, _ = client.predict(1, "square", api_name="/image_rename_object")
+    *_, legend, _, _, _ = client.predict(1, "square", api_name="/image_rename_object")
     assert "1: square" in legend
 
     files = client.predict(api_name="/image_export")
@@ -90,11 +96,13 @@ def test_image_session_over_the_api(client, image_file: Path) -> None:
     assert names == ["cutout_object_1.png", "masks.zip", "masks_coco.json"]
     coco = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
     assert [a["name"] for a in coco["annotations"]] == ["square", "tree"]
+    for ann, key in zip(coco["annotations"], ["1", "2"], strict=True):  # the same masks
+        assert (rle_to_mask(ann["segmentation"]) == rle_to_mask(masks[key])).all()
 
     # A user error is a message, and the session goes on.
     with pytest.raises(Exception, match="outside the 128x96 image"):
         client.predict(0, 400, 48, True, api_name="/image_click")
-    *_, legend, _, _ = client.predict(2, api_name="/image_remove_object")
+    *_, legend, _, _, _ = client.predict(2, api_name="/image_remove_object")
     assert "tree" not in legend and "square" in legend
 
 
@@ -144,7 +152,9 @@ def test_app_on_a_random_weight_checkpoint(meta_checkpoint, image_file: Path) ->
         assert demo.sam2ui_context.model_error is None
         client = gradio_client.Client(demo.local_url, verbose=False)
         client.predict(gradio_client.handle_file(str(image_file)), api_name="/image_upload")
-        _, selected, legend, gallery, _ = client.predict(0, 40, 48, True, api_name="/image_click")
+        _, selected, legend, gallery, _, _ = client.predict(
+            0, 40, 48, True, api_name="/image_click"
+        )
         assert _value(selected) == 1 and " px, IoU " in legend and len(gallery) == 3
         client.close()
     finally:

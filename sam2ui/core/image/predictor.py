@@ -15,6 +15,7 @@ import torch
 from sam2ui.core.loading.devices import resolve_device, resolve_dtype
 from sam2ui.core.modeling import ImageFeatures, SAM2Model
 from sam2ui.core.modeling.transformer import ImageKeys
+from sam2ui.core.modeling.yielding import yield_point
 from sam2ui.core.transforms import ImageLike, image_to_tensor, preprocess
 
 from .prompt_input import ImagePrompts, Prompt, read_prompts
@@ -134,6 +135,7 @@ class SAM2ImagePredictor:
         self.reset_predictor()
         size = self.model.config.image_size
         batch = preprocess([t.to(self.device) for t in tensors], size)
+        yield_point()
         self._features = self.model.image_features(batch)
         self._orig_hw = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
 

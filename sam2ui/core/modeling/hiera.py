@@ -14,6 +14,7 @@ from torch import nn
 from .attention import attention
 from .config import HieraConfig
 from .layers import MLP, Linear
+from .yielding import yield_point
 
 
 def _pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
@@ -144,6 +145,7 @@ class MultiScaleBlock(nn.Module):
             x = _from_windows(x, size, padded, (h, w))
 
         x = shortcut + x
+        yield_point()  # half a block: a click waiting for the model may run here
         return x + self.mlp(self.norm2(x))
 
 
@@ -216,10 +218,12 @@ class Hiera(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)  # (B, H/4, W/4, C)
         x = x + self._pos_embedding(x.shape[1], x.shape[2])
+        yield_point()
         outputs = []
         ends = set(self.stage_ends)
         for i, block in enumerate(self.blocks):
             x = block(x)
+            yield_point()
             if i in ends:
                 outputs.append(x.permute(0, 3, 1, 2))
         return outputs

@@ -10,6 +10,7 @@ from torch import nn
 
 from .hiera import Hiera
 from .position_encoding import PositionEmbeddingSine
+from .yielding import yield_point
 
 
 class BackboneOutput(NamedTuple):
@@ -70,7 +71,9 @@ class ImageEncoder(nn.Module):
         self.scalp = scalp
 
     def forward(self, images: torch.Tensor) -> BackboneOutput:
-        features = self.neck(self.trunk(images))
+        trunk = self.trunk(images)
+        yield_point()
+        features = self.neck(trunk)
         if self.scalp > 0:
             features = features[: -self.scalp]
         pos = [self.neck.position_encoding(f) for f in features]  # float32 views of a cache

@@ -11,6 +11,7 @@ from torch import nn
 from .layers import LayerNorm2d, Linear, linear
 from .position_encoding import PositionEmbeddingSine
 from .transformer import RoPEAttention
+from .yielding import yield_point
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -70,6 +71,7 @@ class MemoryAttention(nn.Module):
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
             x = layer(x, memory, memory_pos, num_obj_ptr_tokens)
+            yield_point()
         return self.norm(x)
 
 

@@ -21,6 +21,7 @@ from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
 from .prompt_encoder import PromptEncoder
 from .transformer import ImageKeys, TwoWayTransformer
+from .yielding import yield_point
 
 
 class ImageFeatures(NamedTuple):
@@ -119,6 +120,7 @@ class SAM2Model(nn.Module):
         """(B, 3, S, S) normalised images -> backbone output, high-res levels projected for
         the decoder (conv_s0 / conv_s1), everything float32."""
         out = self.image_encoder(images.to(self._compute_dtype))
+        yield_point()
         fpn = list(out.backbone_fpn)
         if self.config.use_high_res_features_in_sam:
             # The 1x1 projections run in the encoder's dtype, before the cast to float32: the
