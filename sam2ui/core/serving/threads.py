@@ -104,7 +104,7 @@ def configure_threads(threads: int | None = None) -> int:
 
     if threads is None:
         env = os.environ.get(THREADS_VARIABLE, "").strip()
-        if env:
+        if env and env.lower() != "auto":  # auto: the serving layer follows free CPUs
             try:
                 threads = int(env)
             except ValueError:
