@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,11 @@ from sam2ui.core import (
     ImageTooLargeError,
     image_from_array,
     load_image,
+    make_folder,
 )
 
 from .context import AppContext, UserError, check_inside, target_object
+from .uploads import is_path, regular_file
 from .views import ObjectRow, object_rows, thumbnail
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
@@ -47,7 +48,7 @@ class ImageWork:
     # Each mask's pixel count, keyed by the array itself (held here, so never confused with a
     # new one).
     areas: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
-    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
+    folder: Path = field(default_factory=lambda: make_folder("image"))
 
     def close(self) -> None:
         self.annotator.close()
@@ -77,6 +78,8 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
     upright, any file mode (16-bit, CMYK, palette, ...), under the pixel limit."""
     if image is None:
         raise UserError("Upload an image first.")
+    if is_path(image):
+        image = regular_file(image, "an image")
     try:
         return load_image(image, max_pixels=max_pixels)
     except ImageTooLargeError as exc:

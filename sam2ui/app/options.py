@@ -37,6 +37,7 @@ class AppConfig:
         model_workers: how many model calls (clicks, frames of a propagation) run at once.
         share: ask gradio for a public share link.
         preload: load the model when the app is built (always on under ZeroGPU).
+        analytics: let gradio send its usage analytics (off unless asked for).
     """
 
     model: str = DEFAULT_MODEL
@@ -54,6 +55,7 @@ class AppConfig:
     model_workers: int = 1
     share: bool = False
     preload: bool = True
+    analytics: bool = False
     launch_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +149,11 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
         metavar="N",
         help="model calls that may run at once (default: %(default)s)",
     )
+    parser.add_argument(
+        "--gradio-analytics",
+        action="store_true",
+        help="let gradio send its usage analytics (default: off)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -167,4 +174,5 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         idle_timeout_s=args.idle_timeout,
         max_sessions=args.max_sessions,
         model_workers=args.model_workers,
+        analytics=getattr(args, "gradio_analytics", False),
     )

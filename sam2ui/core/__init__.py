@@ -101,6 +101,8 @@ _LAZY: dict[str, str] = {
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
     "image_from_array": "sam2ui.core.compat.pillow",
+    "make_folder": "sam2ui.core.scratch",
+    "sweep_stale": "sam2ui.core.scratch",
 }
 # Public submodules, reachable as attributes.
 _MODULES: dict[str, str] = {
@@ -169,6 +171,7 @@ __all__ = [
     "load_image",
     "load_prompt_file",
     "load_sam2",
+    "make_folder",
     "marker_sizes",
     "mask_runs",
     "mask_to_coco_rle",
@@ -185,6 +188,7 @@ __all__ = [
     "rle_to_bbox",
     "rle_to_mask",
     "set_onednn_linear",
+    "sweep_stale",
     "tint",
     "validate_prompts",
     "variant_names",
@@ -262,6 +266,7 @@ if TYPE_CHECKING:
         palette_color,
         tint,
     )
+    from sam2ui.core.scratch import make_folder, sweep_stale
     from sam2ui.core.serving import handoff
     from sam2ui.core.serving.model_cache import (
         ModelCache,
