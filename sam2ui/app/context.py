@@ -10,6 +10,7 @@ plain functions that tests call directly.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -68,14 +69,15 @@ def model_name(model: str) -> str:
     return path.name if path.is_absolute() or path.exists() else model
 
 
-def _weights_missing(model: str) -> str:
-    """The banner when the weights can be neither found in the cache nor downloaded (the
-    details, with the server's paths, go to the log)."""
+def _weights_missing(model: str, err: Exception) -> str:
+    """The banner when the weights can be neither found in the cache nor downloaded: the
+    model's name and the download command, never the server's paths (those go to the log)."""
+    command = re.search(r"`(hf download [^`]+)`", str(err))
+    fetch = f"run `{command.group(1)}` where the hub is reachable, or " if command else ""
     return (
         f"The weights of {model_name(model)} are not on this server and cannot be downloaded "
         "now; the server keeps trying in the background, so try again in a few minutes. "
-        "To use a checkpoint file instead, the server's administrator can start sam2ui "
-        "with --checkpoint PATH."
+        f"To fix it, the server's administrator can {fetch}start sam2ui with --checkpoint PATH."
     )
 
 
@@ -123,7 +125,7 @@ class AppContext:
             self.cache.get_video_model(self.config.model, self.device, self.config.dtype)
         except (CheckpointUnavailableError, FileNotFoundError, ValueError, RuntimeError) as err:
             self.model_error = (
-                _weights_missing(self.config.model)
+                _weights_missing(self.config.model, err)
                 if isinstance(err, CheckpointUnavailableError)
                 else f"The model {model_name(self.config.model)} could not be loaded; the "
                 "server's log says why."
@@ -155,7 +157,7 @@ class AppContext:
             )
         except CheckpointUnavailableError as err:
             log.warning("the model %s could not be loaded: %s", self.config.model, err)
-            self.model_error = _weights_missing(self.config.model)
+            self.model_error = _weights_missing(self.config.model, err)
             raise UserError(self.model_error) from None
 
     def video_predictor(self) -> Any:
@@ -167,7 +169,7 @@ class AppContext:
             )
         except CheckpointUnavailableError as err:
             log.warning("the model %s could not be loaded: %s", self.config.model, err)
-            self.model_error = _weights_missing(self.config.model)
+            self.model_error = _weights_missing(self.config.model, err)
             raise UserError(self.model_error) from None
 
     @contextmanager
