@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from sam2ui.app.context import AppContext, UserError
 from sam2ui.app.image_handlers import ImageHandlers
@@ -56,8 +57,6 @@ def test_a_folder_is_not_an_upload(handlers, tmp_path: Path, video_file: Path) -
     folder = tmp_path / "frames"
     folder.mkdir()
     make_image_file = folder / "00000.png"
-    from PIL import Image
-
     Image.fromarray(make_image()).save(make_image_file)  # it would read as a 1-frame video
     with pytest.raises(UserError, match="That upload is a folder; upload a video as a single"):
         videos.upload(None, folder)
@@ -66,9 +65,9 @@ def test_a_folder_is_not_an_upload(handlers, tmp_path: Path, video_file: Path) -
     with pytest.raises(UserError, match="That upload is gone from the server"):
         videos.upload(None, tmp_path / "missing.mp4")
     assert len(images.ctx.sessions) == 0
-    session, view = videos.upload(None, video_file)  # a regular file still opens
+    _, view = videos.upload(None, video_file)  # a regular file still opens
     assert view.num_frames == 6
-    session, view = images.upload(None, str(make_image_file))
+    _, view = images.upload(None, str(make_image_file))
     assert view.message.startswith("128 x 96 image")
 
 

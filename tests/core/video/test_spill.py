@@ -23,7 +23,6 @@ import pytest
 import torch
 
 from sam2ui.core import scratch
-from sam2ui.core.video import spill as spill_module
 from sam2ui.core.video.spill import SpillError, SpillStore, sweep_orphans
 
 
