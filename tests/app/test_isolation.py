@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
+import gradio as gr
+import httpx
 import pytest
 from PIL import Image
 
@@ -175,3 +178,31 @@ def test_a_failing_handler_answers_its_user_and_spares_the_others(
     assert "1: object 1" in legend
     *_, legend, _, _ = b.predict(0, 60, 20, False, api_name="/image_click")
     assert "1: object 1" in legend
+
+
+def call_raw(url: str, endpoint: str, data: list[Any]) -> tuple[str, dict[str, Any]]:
+    """(event, data) of one call through gradio's HTTP API, as any client can make it."""
+    start = httpx.post(f"{url}gradio_api/call/{endpoint}", json={"data": data}, timeout=120)
+    event_id = start.json()["event_id"]
+    answer = httpx.get(f"{url}gradio_api/call/{endpoint}/{event_id}", timeout=120).text
+    lines = [line for line in answer.splitlines() if line]
+    event = next(x for x in lines if x.startswith("event:")).split(":", 1)[1].strip()
+    payload = next(x for x in lines if x.startswith("data:")).split(":", 1)[1]
+    return event, json.loads(payload)
+
+
+def test_a_folder_in_gradios_cache_is_not_an_upload(demo) -> None:
+    """A client may name any entry of gradio's upload folder; a folder there is refused with
+    our message (read as frames, it would be a video of whatever pictures it holds)."""
+    cache = Path(gr.utils.get_upload_folder())
+    folder = cache / "sam2ui-test-folder"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_image()).save(folder / "00000.png")
+    file_data = {"path": str(folder), "meta": {"_type": "gradio.FileData"}}
+    try:
+        for endpoint, what in (("video_upload", "a video"), ("image_upload", "an image")):
+            event, payload = call_raw(demo.local_url, endpoint, [file_data])
+            assert event == "error"
+            assert payload["error"] == f"That upload is a folder; upload {what} as a single file."
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
