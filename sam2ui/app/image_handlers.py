@@ -94,6 +94,11 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
         raise UserError(f"Expected an RGB image: {exc}.") from None
 
 
+def _prompt_state(obj: Any) -> tuple[list[Any], int | None]:
+    """What an undo of the object changes: its prompts and its chosen candidate."""
+    return list(obj.prompts), obj.chosen
+
+
 class ImageHandlers:
     """The image tab's actions on an :class:`~sam2ui.app.context.AppContext`."""
 
@@ -205,7 +210,7 @@ class ImageHandlers:
                 raise UserError("Select an object to rename.")
             target = target_object(work, obj_id)
             work.annotator.rename_object(target, name.strip())
-            return self._view(work)
+            return self._view(work, f"Renamed object {target} to {name.strip()!r}.")
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
@@ -269,8 +274,11 @@ class ImageHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
+            before = _prompt_state(work.annotator.objects[target])
             work.annotator, _ = self.ctx.call(ImageAnnotator.undo, work.annotator, target)
-            return self._view(work)
+            if _prompt_state(work.annotator.objects[target]) == before:
+                return self._view(work, f"Nothing to undo for object {target}.")
+            return self._view(work, f"Undid the last change of object {target}.")
 
     def undo_last(self, session_id: str | None) -> ImageView:
         """Take back the last prompt change, whichever object it was."""
@@ -306,8 +314,9 @@ class ImageHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
-            work.annotator.clear_object(target_object(work, obj_id))
-            return self._view(work)
+            target = target_object(work, obj_id)
+            work.annotator.clear_object(target)
+            return self._view(work, f"Cleared object {target}.")
 
     def choose_candidate(self, session_id: str | None, obj_id: int | None, index: int) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
@@ -322,7 +331,7 @@ class ImageHandlers:
                     else f"Object {target} has no candidate masks (click once on it first)."
                 )
             work.annotator.choose_candidate(target, int(index))
-            return self._view(work)
+            return self._view(work, f"Object {target} shows candidate mask {int(index)}.")
 
     def segment_everything(self, session_id: str | None, points_per_side: int = 32) -> ImageView:
         """Automatic masks: one new object per mask found."""

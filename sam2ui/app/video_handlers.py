@@ -25,6 +25,7 @@ import numpy as np
 
 from sam2ui.core import (
     CanvasFeed,
+    FramePrompts,
     FrameSource,
     SessionNotFound,
     VideoAnnotator,
@@ -201,9 +202,10 @@ class VideoHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object to rename.")
-            work.annotator.rename_object(target_object(work, obj_id), name.strip())
+            target = target_object(work, obj_id)
+            work.annotator.rename_object(target, name.strip())
             work.version += 1
-            return self._view(work)
+            return self._view(work, f"Renamed object {target} to {name.strip()!r}.")
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
@@ -278,11 +280,13 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
-            work.annotator, _ = self.ctx.call(
-                VideoAnnotator.undo, work.annotator, frame, target_object(work, obj_id)
-            )
+            target = target_object(work, obj_id)
+            before = work.annotator.objects[target].prompts.get(frame, FramePrompts())
+            work.annotator, _ = self.ctx.call(VideoAnnotator.undo, work.annotator, frame, target)
             work.version += 1
-            return self._view(work)
+            if work.annotator.objects[target].prompts.get(frame, FramePrompts()) == before:
+                return self._view(work, f"Nothing to undo for object {target} on frame {frame}.")
+            return self._view(work, f"Undid the last change of object {target} on frame {frame}.")
 
     def clear_frame(
         self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
@@ -291,11 +295,12 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
+            target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(
-                VideoAnnotator.clear_frame, work.annotator, frame, target_object(work, obj_id)
+                VideoAnnotator.clear_frame, work.annotator, frame, target
             )
             work.version += 1
-            return self._view(work)
+            return self._view(work, f"Cleared object {target} on frame {frame}.")
 
     def propagate(
         self,
