@@ -106,6 +106,34 @@ def test_launch_options() -> None:
         AppConfig(model_workers=0)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="pid checks are POSIX")
+def test_launch_removes_the_folders_of_a_killed_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from sam2ui.core import scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    root = scratch.scratch_root()
+    stale = root / f"sam2ui-video-{int(gone.stdout)}-x1"
+    stale.mkdir()
+    (stale / "masks.zip").write_bytes(b"zip")
+    started: list[dict] = []
+
+    class Demo:
+        def launch(self, **options: object) -> None:
+            started.append(options)
+
+    monkeypatch.setattr(launcher, "build_demo", lambda config: Demo())
+    monkeypatch.setattr(launcher, "exit_on_sigterm", lambda: False)  # not in the test runner
+    launcher.launch(AppConfig(port=None), prevent_thread_lock=True)
+    assert started and started[0]["show_error"] is False
+    assert not stale.exists() and root.is_dir()
+
+
 def test_zero_gpu_glue_is_a_no_op_off_zero_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
