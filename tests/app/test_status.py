@@ -1,11 +1,17 @@
 """Every action leaves a status line that says what happened, and says so honestly when
-nothing did (nothing to undo, nothing running, nothing playing)."""
+nothing did (nothing to undo, nothing running, nothing playing); downloads work past 255
+objects."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from sam2ui.app.context import AppContext
 from sam2ui.app.image_handlers import ImageHandlers
@@ -53,3 +59,22 @@ def test_video_actions_say_what_they_did(video_ctx: AppContext, video_file: Path
     assert h.clear_frame(sid, 3, 1).message == "Cleared object 1 on frame 3."
     assert h.rename_object(sid, 1, "square").message == "Renamed object 1 to 'square'."
     assert h.cancel(sid) == "Nothing is running."
+
+
+def test_an_image_with_more_than_255_objects_still_downloads(ctx: AppContext) -> None:
+    h = ImageHandlers(ctx)
+    sid, _ = h.upload(None, make_image())
+    for i in range(256):  # object ids 1..256: the last one does not fit 8 bits
+        h.add_object(sid)
+        h.click(sid, None, 4 + (i % 30) * 4, 4 + (i // 30) * 10)
+    files = {p.name: p for p in h.export(sid)}
+    assert sorted(files) == ["cutout_object_256.png", "masks.zip", "masks_coco.json"]
+    coco = json.loads(files["masks_coco.json"].read_text())
+    assert len(coco["annotations"]) == 256
+    with zipfile.ZipFile(files["masks.zip"]) as zf:
+        picture = Image.open(io.BytesIO(zf.read("masks.png")))
+        assert picture.mode in ("I;16", "I")
+        ids = np.array(picture)
+        for n in range(1, 257):  # pixel value = the smallest id whose mask covers it
+            mask = np.array(Image.open(io.BytesIO(zf.read(f"object_{n}.png")))) > 0
+            assert mask[ids == n].all() and (ids[mask] <= n).all() and (ids[mask] > 0).all()
