@@ -112,7 +112,7 @@ def test_offline_weights_are_retried_in_the_background(app_config: AppConfig, sm
         if not online:
             raise CheckpointUnavailableError(
                 "cannot get sam2.1_hiera_tiny.pt of facebook/sam2.1-hiera-tiny: it is not in "
-                "/root/.cache/huggingface/hub and the hub could not be reached. Download it "
+                "/srv/hf-cache/hub and the hub could not be reached. Download it "
                 "where the hub is reachable with `hf download facebook/sam2.1-hiera-tiny "
                 "sam2.1_hiera_tiny.pt`"
             )
@@ -122,7 +122,12 @@ def test_offline_weights_are_retried_in_the_background(app_config: AppConfig, sm
     context = AppContext(app_config, cache=cache)
     assert context.load_model() is False and len(calls) == 1
     banner = context.model_error
-    assert banner is not None and "/root" not in banner and "sam2.1-hiera-tiny" in banner
+    assert (
+        banner is not None
+        and "/srv" not in banner
+        and "hf-cache" not in banner
+        and "sam2.1-hiera-tiny" in banner
+    )
     assert "`hf download facebook/sam2.1-hiera-tiny sam2.1_hiera_tiny.pt`" in banner
     h = ImageHandlers(context)
     for _ in range(3):  # each action is told at once; nobody waits on the hub again
