@@ -17,7 +17,7 @@ UI_LIBRARIES = ("gradio", "gradio_client", "ipywidgets", "anywidget", "spaces")
 # Engine layers, bottom first: a module may import its own layer or lower ones only.
 CORE_LAYERS = [
     {"compat"},
-    {"masks", "transforms", "modeling"},
+    {"masks", "transforms", "modeling", "scratch"},
     {"render", "loading"},
     {"exports", "image", "video"},
     {"annotate"},

@@ -32,8 +32,8 @@ import gradio as gr
 from sam2ui.core import canvas_css, canvas_js
 
 from .compat import event_data
-from .context import UserError
-from .parts import error_message, object_id, owner_of
+from .errors import UserError, error_message
+from .parts import guarded, object_id, owner_of
 
 __all__ = [
     "ROUTES",
@@ -116,9 +116,11 @@ def to_value(update: dict[str, Any]) -> str:
     return json.dumps(update, separators=(",", ":"))
 
 
-def _failure(err: BaseException, args: tuple[Any, ...]) -> str:
+def _failure(err: BaseException, args: tuple[Any, ...], where: str) -> str:
     evt = next((a for a in args if isinstance(a, gr.EventData)), None)
-    update = {"seq": -next(_errors), "error": True, "message": error_message(err)}
+    if isinstance(err, gr.Error):
+        err = UserError(err.message)
+    update = {"seq": -next(_errors), "error": True, "message": error_message(err, where)}
     return to_value({**update, "ticket": event_data(evt).get("ticket")})
 
 
@@ -133,11 +135,13 @@ def canvas_guard(extra: int = 0) -> Callable[[Callable[..., Any]], Callable[...,
     ``extra`` more outputs) with every exception turned into an error update for the canvas,
     the other outputs left as they are."""
 
-    def failed(err: BaseException, args: tuple[Any, ...]) -> Any:
-        value = _failure(err, args)
-        return (value, *[gr.skip()] * extra) if extra else value
-
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        where = getattr(fn, "__qualname__", "a canvas handler")
+
+        def failed(err: BaseException, args: tuple[Any, ...]) -> Any:
+            value = _failure(err, args, where)
+            return (value, *[gr.skip()] * extra) if extra else value
+
         if inspect.isgeneratorfunction(fn):
 
             @functools.wraps(fn)
@@ -147,7 +151,7 @@ def canvas_guard(extra: int = 0) -> Callable[[Callable[..., Any]], Callable[...,
                 except Exception as err:
                     yield failed(err, args)
 
-            return gen_wrapper
+            return guarded(gen_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -156,7 +160,7 @@ def canvas_guard(extra: int = 0) -> Callable[[Callable[..., Any]], Callable[...,
             except Exception as err:
                 return failed(err, args)
 
-        return wrapper
+        return guarded(wrapper)
 
     return decorate
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
@@ -35,18 +37,15 @@ from sam2ui.core import (
 )
 
 from . import zerogpu
+from .errors import UserError
 from .options import AppConfig
 
-__all__ = ["AppContext", "UserError", "check_inside", "target_object"]
+__all__ = ["AppContext", "UserError", "check_inside", "model_name", "target_object"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
-
-
-class UserError(Exception):
-    """Something the user can fix; the message is shown in the UI as is."""
 
 
 def target_object(work: Any, obj_id: int | None) -> int:
@@ -69,11 +68,22 @@ def check_inside(size: tuple[int, int], x: float, y: float, what: str) -> None:
         raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} {what}.")
 
 
-def _weights_missing(err: Exception) -> str:
-    """The banner when the weights can be neither found in the cache nor downloaded."""
+def model_name(model: str) -> str:
+    """How the browser is told which model: a hub id or variant name as it is, a local
+    checkpoint by its file or folder name only (never the server's path)."""
+    path = Path(model).expanduser()
+    return path.name if path.is_absolute() or path.exists() else model
+
+
+def _weights_missing(model: str, err: Exception) -> str:
+    """The banner when the weights can be neither found in the cache nor downloaded: the
+    model's name and the download command, never the server's paths (those go to the log)."""
+    command = re.search(r"`(hf download [^`]+)`", str(err))
+    fetch = f"run `{command.group(1)}` where the hub is reachable, or " if command else ""
     return (
-        f"The model weights are not available: {err}. To use a checkpoint file on this "
-        "machine, start sam2ui with --checkpoint PATH (Meta's .pt or a transformers folder)."
+        f"The weights of {model_name(model)} are not on this server and cannot be downloaded "
+        "now; the server keeps trying in the background, so try again in a few minutes. "
+        f"To fix it, the server's administrator can {fetch}start sam2ui with --checkpoint PATH."
     )
 
 
@@ -112,6 +122,7 @@ class AppContext:
         self.scheduler = ModelScheduler(
             config.model_workers, on_grant=self.cpus.apply if self.cpus is not None else None
         )
+        self._logged_error: str | None = None
         self._owners: dict[str, set[str]] = defaultdict(set)  # browser session -> engine ids
         self._owners_lock = threading.Lock()
         self._stop = threading.Event()
@@ -130,14 +141,24 @@ class AppContext:
             self.cache.get_video_model(self.config.model, self.device, self.config.dtype)
         except (CheckpointUnavailableError, FileNotFoundError, ValueError, RuntimeError) as err:
             self.model_error = (
-                f"The model {self.config.model!r} could not be loaded: {err}"
-                if not isinstance(err, CheckpointUnavailableError)
-                else _weights_missing(err)
+                _weights_missing(self.config.model, err)
+                if isinstance(err, CheckpointUnavailableError)
+                else f"The model {model_name(self.config.model)} could not be loaded; the "
+                "server's log says why."
             )
-            log.warning("%s", self.model_error)
+            if self._logged_error != str(err):  # once per cause, not on every action
+                self._logged_error = str(err)
+                log.warning("the model %s could not be loaded: %s", self.config.model, err)
             return False
         self.model_error = None
         return True
+
+    def model_banner(self) -> str | None:
+        """The model's message for a page being opened (None when the model is fine); a
+        remembered failure is checked again, which costs nothing while it lasts."""
+        if self.model_error is not None:
+            self.load_model()
+        return self.model_error
 
     def _check_model(self) -> None:
         if self.model_error is not None and not self.load_model():
@@ -151,8 +172,9 @@ class AppContext:
                 self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
             )
         except CheckpointUnavailableError as err:
-            self.model_error = _weights_missing(err)
-            raise UserError(self.model_error) from err
+            log.warning("the model %s could not be loaded: %s", self.config.model, err)
+            self.model_error = _weights_missing(self.config.model, err)
+            raise UserError(self.model_error) from None
 
     def video_predictor(self) -> Any:
         """A video predictor on the shared model's video view."""
@@ -162,8 +184,9 @@ class AppContext:
                 self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
             )
         except CheckpointUnavailableError as err:
-            self.model_error = _weights_missing(err)
-            raise UserError(self.model_error) from err
+            log.warning("the model %s could not be loaded: %s", self.config.model, err)
+            self.model_error = _weights_missing(self.config.model, err)
+            raise UserError(self.model_error) from None
 
     @contextmanager
     def model_work(self, lane: Lane = Lane.INTERACTIVE) -> Iterator[None]:

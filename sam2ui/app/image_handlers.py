@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,12 @@ from sam2ui.core import (
     ImageTooLargeError,
     image_from_array,
     load_image,
+    make_folder,
     mask_to_coco_rle,
 )
 
 from .context import AppContext, UserError, check_inside, target_object
+from .uploads import is_path, regular_file
 from .views import ObjectRow, object_rows, thumbnail
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
@@ -50,7 +51,7 @@ class ImageWork:
     areas: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
     # Each mask's COCO RLE for API clients, keyed the same way.
     rles: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
-    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-image-")))
+    folder: Path = field(default_factory=lambda: make_folder("image"))
 
     def close(self) -> None:
         self.annotator.close()
@@ -105,6 +106,8 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
     upright, any file mode (16-bit, CMYK, palette, ...), under the pixel limit."""
     if image is None:
         raise UserError("Upload an image first.")
+    if is_path(image):
+        image = regular_file(image, "an image")
     try:
         return load_image(image, max_pixels=max_pixels)
     except ImageTooLargeError as exc:
@@ -117,6 +120,11 @@ def _as_rgb(image: Any, max_pixels: int | None = None) -> np.ndarray:
         raise UserError(f"Cannot use this image: {exc}.") from None
     except (TypeError, ValueError) as exc:
         raise UserError(f"Expected an RGB image: {exc}.") from None
+
+
+def _prompt_state(obj: Any) -> tuple[list[Any], int | None]:
+    """What an undo of the object changes: its prompts and its chosen candidate."""
+    return list(obj.prompts), obj.chosen
 
 
 class ImageHandlers:
@@ -233,7 +241,7 @@ class ImageHandlers:
                 raise UserError("Select an object to rename.")
             target = target_object(work, obj_id)
             work.annotator.rename_object(target, name.strip())
-            return self._view(work)
+            return self._view(work, f"Renamed object {target} to {name.strip()!r}.")
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
@@ -297,8 +305,11 @@ class ImageHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
+            before = _prompt_state(work.annotator.objects[target])
             work.annotator, _ = self.ctx.call(ImageAnnotator.undo, work.annotator, target)
-            return self._view(work)
+            if _prompt_state(work.annotator.objects[target]) == before:
+                return self._view(work, f"Nothing to undo for object {target}.")
+            return self._view(work, f"Undid the last change of object {target}.")
 
     def undo_last(self, session_id: str | None) -> ImageView:
         """Take back the last prompt change, whichever object it was."""
@@ -334,8 +345,9 @@ class ImageHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
-            work.annotator.clear_object(target_object(work, obj_id))
-            return self._view(work)
+            target = target_object(work, obj_id)
+            work.annotator.clear_object(target)
+            return self._view(work, f"Cleared object {target}.")
 
     def choose_candidate(self, session_id: str | None, obj_id: int | None, index: int) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
@@ -350,7 +362,7 @@ class ImageHandlers:
                     else f"Object {target} has no candidate masks (click once on it first)."
                 )
             work.annotator.choose_candidate(target, int(index))
-            return self._view(work)
+            return self._view(work, f"Object {target} shows candidate mask {int(index)}.")
 
     def segment_everything(self, session_id: str | None, points_per_side: int = 32) -> ImageView:
         """Automatic masks: one new object per mask found."""

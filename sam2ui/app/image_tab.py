@@ -78,7 +78,9 @@ def image_tab(ctx: AppContext) -> None:
             export = gr.Button("Prepare downloads", elem_id="image-export")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
     with gr.Group(visible=False):  # what the API endpoints read and write
-        upload = gr.Image(type="numpy", label="image")
+        # A file, not gr.Image: gradio would decode the picture before the handler could check
+        # that it is a regular file under the pixel limit.
+        upload = gr.File(label="image", type="filepath")
         candidates = gr.Gallery(label="candidates")
         overlay = gr.Image(type="numpy", format=DISPLAY_FORMAT, label="overlay")
         p = object_panel("image-api")

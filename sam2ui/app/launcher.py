@@ -11,6 +11,8 @@ import signal
 import threading
 from typing import Any
 
+from sam2ui.core import sweep_stale
+
 from .options import AppConfig
 from .ui import build_demo
 
@@ -25,17 +27,24 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         "share": config.share,
         # A little above the video limit, so oversize files reach the handler's clear message.
         "max_file_size": f"{int(config.max_video_mb * 2) + 16}mb",
-        "show_error": True,
+        # Gradio's own error text names handlers, server paths and errnos: the browser gets
+        # only the handlers' messages (sam2ui.app.errors), which gradio always shows.
+        "show_error": False,
     }
 
 
 def exit_on_sigterm() -> bool:
     """Make SIGTERM (how hosts such as Spaces and containers stop a server) exit the way
-    Ctrl-C does, so exit handlers run and sessions' temporary files (video memories moved to
-    disk) are deleted. Only from the main thread, and only when nobody else handles SIGTERM;
-    returns whether the handler was installed."""
+    Ctrl-C does, so exit handlers run and sessions' folders (downloads, video memories moved
+    to disk; see :mod:`sam2ui.core.scratch`) are deleted. Ctrl-C (SIGINT) raises
+    KeyboardInterrupt, which gradio turns into a normal stop; where SIGINT was reset to the
+    default action (which kills without cleaning up), it gets Python's handler back. Only
+    from the main thread, and only for signals nobody else handles; returns whether the
+    SIGTERM handler was installed."""
     if threading.current_thread() is not threading.main_thread():
         return False
+    if signal.getsignal(signal.SIGINT) is signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return False
 
@@ -50,6 +59,7 @@ def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
     """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
     is passed, then returns the :class:`gradio.Blocks`)."""
     exit_on_sigterm()
+    sweep_stale()  # the folders of a server that was killed before it could clean up
     demo = build_demo(config)
     options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}
     demo.launch(**options)

@@ -42,6 +42,7 @@ class AppConfig:
             else the CPUs this process may use (affinity and cgroup quota).
         share: ask gradio for a public share link.
         preload: load the model when the app is built (always on under ZeroGPU).
+        analytics: let gradio send its usage analytics (off unless asked for).
     """
 
     model: str = DEFAULT_MODEL
@@ -60,6 +61,7 @@ class AppConfig:
     threads: int | str | None = None
     share: bool = False
     preload: bool = True
+    analytics: bool = False
     launch_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +174,11 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
         "other processes leave free (default: $SAM2UI_THREADS, else the CPUs this process "
         "may use: affinity and cgroup quota)",
     )
+    parser.add_argument(
+        "--gradio-analytics",
+        action="store_true",
+        help="let gradio send its usage analytics (default: off)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AppConfig:
@@ -193,4 +200,5 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         max_sessions=args.max_sessions,
         model_workers=args.model_workers,
         threads=args.threads,
+        analytics=getattr(args, "gradio_analytics", False),
     )

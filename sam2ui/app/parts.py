@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 
-from .context import UserError
+from .errors import UserError, error_message
 from .views import legend_html
-
-log = logging.getLogger(__name__)
 
 # JPEG keeps a 1080p overlay's encoding near 20 ms (PNG takes ~0.4 s); the downloads are exact.
 DISPLAY_FORMAT = "jpeg"
@@ -22,40 +19,42 @@ DISPLAY_FORMAT = "jpeg"
 PROGRESS = gr.Progress()
 
 
-def error_message(err: BaseException) -> str:
-    if isinstance(err, (UserError, ValueError)):
-        return str(err)
-    if isinstance(err, RuntimeError):
-        return f"The model could not do that: {err}"
-    log.error("unexpected error in a handler", exc_info=err)
-    return f"Something went wrong ({type(err).__name__}). The app is still usable: try again."
+def guarded(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``wrapper`` as one that turns every exception into our own message (the app's
+    tests check that every event handler is marked)."""
+    wrapper.sam2ui_guarded = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _gr_error(err: Exception, where: str) -> gr.Error:
+    if isinstance(err, gr.Error):  # a message of ours already; keep it free of paths too
+        return gr.Error(error_message(UserError(err.message)), print_exception=False)
+    return gr.Error(error_message(err, where), print_exception=False)
 
 
 def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` with every exception turned into a ``gr.Error`` message (the session stays)."""
+    """``fn`` with every exception turned into a ``gr.Error`` message (the session stays):
+    see :mod:`sam2ui.app.errors` for what the browser is told."""
+    where = getattr(fn, "__qualname__", "a handler")
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as err:
-                raise gr.Error(error_message(err)) from None
+                raise _gr_error(err, where) from None
 
-        return gen_wrapper
+        return guarded(gen_wrapper)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except Exception as err:
-            raise gr.Error(error_message(err)) from None
+            raise _gr_error(err, where) from None
 
-    return wrapper
+    return guarded(wrapper)
 
 
 def presenting(to_outputs: Callable[[Any], tuple[Any, ...]]) -> Callable[..., Any]:

@@ -11,6 +11,8 @@ after the idle timeout. Errors reach the user as ``gr.Error`` messages, never tr
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from sam2ui.core import ModelCache, SessionManager
@@ -18,7 +20,7 @@ from sam2ui.core import ModelCache, SessionManager
 from .context import AppContext
 from .image_tab import image_tab
 from .options import AppConfig
-from .parts import DISPLAY_FORMAT, owner_of
+from .parts import DISPLAY_FORMAT, guard, owner_of
 from .video_tab import video_tab
 from .zerogpu import on_zero_gpu, prepare
 
@@ -31,6 +33,10 @@ INTRO = (
     "Ctrl+Z / Ctrl+Shift+Z undo and redo. Add objects in the legend; download PNG masks, "
     "COCO-RLE JSON, a cut-out, or for videos an overlay MP4, DAVIS PNGs and SA-V JSON."
 )
+
+
+def banner_text(error: str | None) -> str:
+    return f"⚠️ {error}" if error else ""
 
 
 def build_demo(
@@ -51,10 +57,12 @@ def build_demo(
         ctx.load_model()
     prepare()
     ctx.start_reaper()
-    with gr.Blocks(title="sam2ui", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(
+        title="sam2ui", delete_cache=(3600, 3600), analytics_enabled=config.analytics
+    ) as demo:
         gr.Markdown(INTRO)
-        gr.Markdown(
-            f"⚠️ {ctx.model_error}" if ctx.model_error else "",
+        banner = gr.Markdown(
+            banner_text(ctx.model_error),
             visible=ctx.model_error is not None,
             elem_id="model-error",
         )
@@ -63,6 +71,14 @@ def build_demo(
         with gr.Tab("Video", id="video"):
             video_tab(ctx)
 
+        @guard
+        def on_open() -> Any:
+            error = ctx.model_banner()  # a failure the background retry has since cured goes
+            return gr.Markdown(banner_text(error), visible=error is not None)
+
+        demo.load(on_open, None, banner, api_visibility="private")
+
+        @guard
         def on_unload(request: gr.Request) -> None:
             ctx.close_owner(owner_of(request))
 

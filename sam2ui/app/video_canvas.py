@@ -98,6 +98,8 @@ class VideoCanvasHandlers(VideoHandlers):
 
     def pause(self, session_id: str | None) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
+            if not work.playing:
+                return self._view(work, f"Nothing is playing; frame {work.frame_idx} is shown.")
             work.playing = 0
             return self._view(work, f"Paused on frame {work.frame_idx}.")
 

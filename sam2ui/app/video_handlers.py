@@ -1,8 +1,9 @@
 """The video tab's actions as plain functions of (session id, arguments) -> view.
 
 A tab's :class:`~sam2ui.core.VideoAnnotator` lives in the session manager as a
-:class:`VideoWork`. Uploads are checked against the app's size, duration and frame limits
-before any model work, and the file opened for that check is the one the annotator reads.
+:class:`VideoWork`. Uploads are checked (:mod:`~sam2ui.app.uploads`: a regular file, the
+app's size, duration and frame limits) before any model work, and the file opened for that
+check is the one the annotator reads.
 :meth:`VideoHandlers.propagate` is a generator of views (progress and a live preview) that
 runs through ``SessionManager.run_cancellable``, so :meth:`VideoHandlers.cancel` stops it
 between frames and keeps the frames already tracked.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -25,15 +25,17 @@ import numpy as np
 
 from sam2ui.core import (
     CanvasFeed,
+    FramePrompts,
     FrameSource,
     Lane,
     SessionNotFound,
     VideoAnnotator,
-    open_frames,
+    make_folder,
 )
 
 from . import zerogpu
 from .context import AppContext, UserError, check_inside, target_object
+from .uploads import open_video
 from .video_worker import PREVIEW_EVERY_S, track_frames
 from .views import (
     ObjectRow,
@@ -61,7 +63,7 @@ class VideoWork:
     mp4: tuple[int, Path] | None = None
     feed: CanvasFeed | None = None  # set when a browser canvas shows this session
     playing: int = 0  # the token of the playback running (0: none); a new token stops it
-    folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sam2ui-video-")))
+    folder: Path = field(default_factory=lambda: make_folder("video"))
 
     def close(self) -> None:
         self.annotator.close()
@@ -143,39 +145,8 @@ class VideoHandlers:
         return work.frame_idx
 
     def open_checked(self, path: str | os.PathLike[str]) -> FrameSource:
-        """The video at ``path``, opened; UserError (and nothing left open) when it breaks a
-        limit. The caller closes the source, or hands it to an annotator that does."""
-        cfg = self.ctx.config
-        size_mb = os.path.getsize(path) / 2**20
-        if size_mb > cfg.max_video_mb:
-            raise UserError(
-                f"The video is {size_mb:.1f} MB; this app accepts videos up to "
-                f"{cfg.max_video_mb:g} MB. Trim or compress it and upload it again."
-            )
-        try:
-            source = open_frames(path)
-        except (ValueError, FileNotFoundError) as err:
-            raise UserError(f"Cannot read this video: {err}") from None
-        try:
-            self._check_length(len(source), float(source.fps))
-        except BaseException:
-            source.close()
-            raise
-        return source
-
-    def _check_length(self, frames: int, fps: float) -> None:
-        cfg = self.ctx.config
-        seconds = frames / fps if fps > 0 else 0.0
-        if seconds > cfg.max_video_seconds:
-            raise UserError(
-                f"The video is {seconds:.1f} s long; this app accepts videos up to "
-                f"{cfg.max_video_seconds:g} s. Trim it and upload it again."
-            )
-        if cfg.max_video_frames is not None and frames > cfg.max_video_frames:
-            raise UserError(
-                f"The video has {frames} frames; this app accepts up to "
-                f"{cfg.max_video_frames}. Trim it and upload it again."
-            )
+        """The video at ``path``, opened and checked (:func:`~sam2ui.app.uploads.open_video`)."""
+        return open_video(self.ctx.config, path)
 
     # ------------------------------------------------------------------ actions
     def upload(
@@ -232,9 +203,10 @@ class VideoHandlers:
         with self.ctx.use(session_id, KIND) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object to rename.")
-            work.annotator.rename_object(target_object(work, obj_id), name.strip())
+            target = target_object(work, obj_id)
+            work.annotator.rename_object(target, name.strip())
             work.version += 1
-            return self._view(work)
+            return self._view(work, f"Renamed object {target} to {name.strip()!r}.")
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
@@ -309,11 +281,13 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
-            work.annotator, _ = self.ctx.call(
-                VideoAnnotator.undo, work.annotator, frame, target_object(work, obj_id)
-            )
+            target = target_object(work, obj_id)
+            before = work.annotator.objects[target].prompts.get(frame, FramePrompts())
+            work.annotator, _ = self.ctx.call(VideoAnnotator.undo, work.annotator, frame, target)
             work.version += 1
-            return self._view(work)
+            if work.annotator.objects[target].prompts.get(frame, FramePrompts()) == before:
+                return self._view(work, f"Nothing to undo for object {target} on frame {frame}.")
+            return self._view(work, f"Undid the last change of object {target} on frame {frame}.")
 
     def clear_frame(
         self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
@@ -322,11 +296,12 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
+            target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(
-                VideoAnnotator.clear_frame, work.annotator, frame, target_object(work, obj_id)
+                VideoAnnotator.clear_frame, work.annotator, frame, target
             )
             work.version += 1
-            return self._view(work)
+            return self._view(work, f"Cleared object {target} on frame {frame}.")
 
     def propagate(
         self,

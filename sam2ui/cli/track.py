@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["DIRECTIONS", "FORMATS", "MAX_PNG_ID", "add_track", "parse_formats"]
 
 DIRECTIONS = ("forward", "backward", "both")
-# Largest object id a DAVIS indexed PNG can hold.
-MAX_PNG_ID = 255
+# Largest object id the zip's PNGs hold (ids over 255 get 16-bit PNGs instead of indexed ones).
+MAX_PNG_ID = 65535
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -60,7 +60,8 @@ def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
             '    {"id": 2, "frame": 12, "mask": "mask.png"}]}\n'
             "  id >= 1 is required; frame defaults to 0; each entry needs points (label 1 =\n"
             "  object, the default, 0 = background), a box, or a mask (a PNG relative to the\n"
-            "  JSON file, nonzero = object). Repeat an id to prompt an object on more frames.\n"
+            "  JSON file and in its folder, nonzero = object; --allow-outside-paths lifts the\n"
+            "  folder rule). Repeat an id to prompt an object on more frames.\n"
             "  An SA-V JSON (e.g. a masks.json written before) also works: each object's mask\n"
             "  where it first appears is its prompt.\n\n"
             "Tracking starts at the earliest prompted frame: forward to the end, then (with\n"
@@ -84,6 +85,11 @@ def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         type=Path,
         metavar="FILE.json",
         help="prompts for one or more objects (see above), instead of --point/--box",
+    )
+    parser.add_argument(
+        "--allow-outside-paths",
+        action="store_true",
+        help="let the prompt file name mask files outside its own folder",
     )
     add_prompt_options(parser, where=" on --frame")
     parser.add_argument(
@@ -144,7 +150,7 @@ def _inline_prompts(
         from sam2ui.core import PromptError, load_prompt_file
 
         try:
-            return load_prompt_file(args.prompts)
+            return load_prompt_file(args.prompts, allow_outside_paths=args.allow_outside_paths)
         except PromptError as err:
             parser.error(str(err))
     if not args.points and args.box is None:
@@ -170,7 +176,7 @@ def run_track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     too_big = [p for p in prompts if p.obj_id > MAX_PNG_ID]
     if "zip" in formats and too_big:
         parser.error(
-            f"{too_big[0].where}: object id {too_big[0].obj_id} does not fit the zip's 8-bit "
+            f"{too_big[0].where}: object id {too_big[0].obj_id} does not fit the zip's 16-bit "
             f"PNGs (ids <= {MAX_PNG_ID}); leave zip out of --formats"
         )
     if args.out.exists() and not args.out.is_dir():

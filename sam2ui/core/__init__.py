@@ -107,6 +107,8 @@ _LAZY: dict[str, str] = {
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
     "image_from_array": "sam2ui.core.compat.pillow",
+    "make_folder": "sam2ui.core.scratch",
+    "sweep_stale": "sam2ui.core.scratch",
 }
 # Public submodules, reachable as attributes.
 _MODULES: dict[str, str] = {
@@ -180,6 +182,7 @@ __all__ = [
     "load_image",
     "load_prompt_file",
     "load_sam2",
+    "make_folder",
     "marker_sizes",
     "mask_runs",
     "mask_to_coco_rle",
@@ -196,6 +199,7 @@ __all__ = [
     "rle_to_bbox",
     "rle_to_mask",
     "set_onednn_linear",
+    "sweep_stale",
     "tint",
     "usable_cpus",
     "validate_prompts",
@@ -274,6 +278,7 @@ if TYPE_CHECKING:
         palette_color,
         tint,
     )
+    from sam2ui.core.scratch import make_folder, sweep_stale
     from sam2ui.core.serving import handoff
     from sam2ui.core.serving.lanes import Lane, ModelScheduler
     from sam2ui.core.serving.model_cache import (

@@ -43,6 +43,7 @@ from .masks import (
 from .render import DAVIS_PALETTE, Color, check_image, overlay_contour_width, tint
 
 __all__ = [
+    "MAX_OBJECT_ID",
     "cutout_png",
     "indexed_png",
     "iter_sav_json",
@@ -52,6 +53,9 @@ __all__ = [
     "write_overlay_mp4",
     "write_sav_json",
 ]
+
+# The largest object id a mask picture holds (16-bit PNGs); the JSON formats have no limit.
+MAX_OBJECT_ID = 65535
 
 Results: TypeAlias = Mapping[int, FrameMasks] | Iterable[tuple[int, FrameMasks]]
 PathLike: TypeAlias = str | os.PathLike[str]
@@ -101,25 +105,32 @@ def _png_bytes(img: Image.Image) -> bytes:
 def indexed_png(
     masks: Mapping[int, np.ndarray], height: int, width: int, palette: list[int] | None = None
 ) -> bytes:
-    """PNG bytes of a mode "P" image: pixel value = object id (<= 255), 0 = background, the
-    smallest id where masks overlap; ``palette`` is 768 ints (default: DAVIS)."""
-    indexed = np.zeros((height, width), dtype=np.uint8)
+    """PNG bytes of one picture of the masks: pixel value = object id, 0 = background, the
+    smallest id where masks overlap. While every id fits 8 bits (<= 255) it is a mode "P"
+    image carrying ``palette`` (768 ints, default: DAVIS); with a larger id (up to
+    :data:`MAX_OBJECT_ID`) it is a 16-bit grayscale PNG (Pillow's mode "I;16", no palette),
+    whose pixel values are the ids just the same."""
+    top = max(masks, default=0)
+    if top > MAX_OBJECT_ID:
+        raise ValueError(f"object id {top} does not fit a 16-bit PNG (ids <= {MAX_OBJECT_ID})")
+    indexed = np.zeros((height, width), dtype=np.uint8 if top <= 255 else np.uint16)
     for oid in sorted(masks, reverse=True):
         indexed[masks[oid]] = oid
+    if top > 255:
+        return _png_bytes(Image.frombytes("I;16", (width, height), indexed.astype("<u2").tobytes()))
     img = Image.frombytes("P", (width, height), indexed.tobytes())
     img.putpalette(palette if palette is not None else DAVIS_PALETTE.reshape(-1).tolist())
     return _png_bytes(img)
 
 
 def write_image_masks_zip(masks: Mapping[int, np.ndarray], path: PathLike) -> Path:
-    """Zip of one image's masks (``{obj_id: (H, W) bool}``): ``masks.png`` (indexed, DAVIS
-    palette, value = object id, the smallest id where objects overlap) and one 8-bit PNG per
-    object (``object_<id>.png``, 255 = object); returns the path. ValueError when there is no
-    mask, or for ids > 255."""
+    """Zip of one image's masks (``{obj_id: (H, W) bool}``): ``masks.png`` (value = object
+    id, the smallest id where objects overlap: indexed with the DAVIS palette, or 16-bit
+    grayscale when an id is over 255, see :func:`indexed_png`) and one 8-bit PNG per object
+    (``object_<id>.png``, 255 = object); returns the path. ValueError when there is no
+    mask."""
     if not masks:
         raise ValueError("no object has a mask: nothing to write")
-    if max(masks) > 255:
-        raise ValueError(f"object id {max(masks)} does not fit an 8-bit indexed PNG")
     height, width = next(iter(masks.values())).shape
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("masks.png", indexed_png(masks, height, width))
@@ -156,9 +167,10 @@ def write_davis_png_zip(
     Tools that read one layout per video folder (e.g. SA-V's ``sav_evaluator.py``) want
     either only the ``NNNNN.png`` files (DAVIS layout) or only the ``OOO`` folders.
 
-    Object ids above 255 do not fit an 8-bit indexed PNG: they raise ValueError (use
-    :func:`write_sav_json`, which has no such limit). Entries are stored uncompressed (PNG
-    data is already compressed).
+    A frame with an object id above 255, which an 8-bit indexed PNG cannot hold, gets a
+    16-bit grayscale ``NNNNN.png`` instead (pixel value = object id, no palette; see
+    :func:`indexed_png`); the other frames keep the palette. Entries are stored uncompressed
+    (PNG data is already compressed).
     """
     if isinstance(palette, str) and palette != "davis":
         raise ValueError(f"palette must be 'davis' or 256 RGB triplets, got {palette!r}")
@@ -172,12 +184,6 @@ def write_davis_png_zip(
     objects: set[int] = set()
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
         for f, masks in _iter_results(results, height, width):
-            too_big = [oid for oid in masks if oid > 255]
-            if too_big:
-                raise ValueError(
-                    f"object id {too_big[0]} (frame {f}) does not fit an 8-bit indexed PNG "
-                    "(ids must be <= 255); write_sav_json has no such limit"
-                )
             zf.writestr(f"{f:05d}.png", indexed_png(masks, height, width, pal_list))
             for oid in sorted(objects | set(masks)):
                 if oid not in objects:  # first seen now: back-fill the frames before

@@ -101,8 +101,37 @@ def test_launch_options() -> None:
     opts = launch_options(AppConfig(host="127.0.0.1", port=None, max_video_mb=50))
     assert opts["server_name"] == "127.0.0.1" and opts["server_port"] is None
     assert opts["max_file_size"] == "116mb"  # above the video limit: our message, not gradio's
+    assert opts["show_error"] is False  # gradio's own error text never reaches a browser
     with pytest.raises(ValueError, match="model_workers"):
         AppConfig(model_workers=0)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="pid checks are POSIX")
+def test_launch_removes_the_folders_of_a_killed_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from sam2ui.core import scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    root = scratch.scratch_root()
+    stale = root / f"sam2ui-video-{int(gone.stdout)}-x1"
+    stale.mkdir()
+    (stale / "masks.zip").write_bytes(b"zip")
+    started: list[dict] = []
+
+    class Demo:
+        def launch(self, **options: object) -> None:
+            started.append(options)
+
+    monkeypatch.setattr(launcher, "build_demo", lambda config: Demo())
+    monkeypatch.setattr(launcher, "exit_on_sigterm", lambda: False)  # not in the test runner
+    launcher.launch(AppConfig(port=None), prevent_thread_lock=True)
+    assert started and started[0]["show_error"] is False
+    assert not stale.exists() and root.is_dir()
 
 
 def test_zero_gpu_glue_is_a_no_op_off_zero_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,27 +163,43 @@ def test_sam2ui_app_imports_without_gradio_or_torch() -> None:
 
 
 _SERVER = """
-import sys, torch
+import signal, sys, torch
 from sam2ui.app.launcher import exit_on_sigterm
+from sam2ui.core import make_folder
 from sam2ui.core.video.spill import SpillStore
+if sys.argv[1] == "reset":  # as a shell that started the server without job control
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 assert exit_on_sigterm() and not exit_on_sigterm()  # installed once; a second is left alone
 store = SpillStore()
 store.put(1, 0, torch.zeros(1, 1, 4, 4), torch.zeros(1, 2, 2, 2))
-print(store.directory, flush=True)
+downloads = make_folder("image")
+(downloads / "masks.zip").write_bytes(b"zip")
+print(store.directory, downloads, flush=True)
 sys.stdin.readline()
 """
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGTERM is POSIX")
-def test_sigterm_stops_the_server_like_ctrl_c(tmp_path) -> None:
-    """Hosts stop servers with SIGTERM: the app exits cleanly, deleting sessions' files."""
+@pytest.mark.parametrize(
+    ("sig", "sigint", "status"),
+    [
+        (signal.SIGTERM, "keep", 128 + signal.SIGTERM),
+        (signal.SIGINT, "keep", -signal.SIGINT),  # KeyboardInterrupt: Python exits by SIGINT
+        (signal.SIGINT, "reset", -signal.SIGINT),
+    ],
+)
+def test_signals_stop_the_server_like_ctrl_c(tmp_path, sig, sigint, status) -> None:
+    """Hosts stop servers with SIGTERM, people with Ctrl-C: the app exits cleanly, deleting
+    sessions' folders (downloads and video memories)."""
     env = dict(os.environ, TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, "-c", _SERVER, sigint], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
-    directory = proc.stdout.readline().strip()
-    assert directory.startswith(str(tmp_path)) and os.path.isdir(directory)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 128 + signal.SIGTERM
-    assert not os.path.exists(directory)
+    folders = proc.stdout.readline().split()
+    assert len(folders) == 2
+    for folder in folders:
+        assert folder.startswith(str(tmp_path / f"sam2ui-{os.getuid()}")) and os.path.isdir(folder)
+    proc.send_signal(sig)
+    assert proc.wait(60) == status
+    assert [f for f in folders if os.path.exists(f)] == []

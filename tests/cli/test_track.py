@@ -214,6 +214,37 @@ def test_sav_json_as_prompts(tmp_path: Path) -> None:
     np.testing.assert_array_equal(second.mask, _fake_mask(2, 3))
 
 
+def test_prompt_file_masks_stay_in_its_folder(
+    capsys: pytest.CaptureFixture[str], fake: type[_FakeVideoPredictor], video: Path, tmp_path: Path
+) -> None:
+    mask = (_fake_mask(2, 4) * 255).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / "elsewhere.png")
+    folder = tmp_path / "a" / "b" / "c"
+    (folder / "inner").mkdir(parents=True)
+    Image.fromarray(mask).save(folder / "inner" / "ok.png")
+    (folder / "link.png").symlink_to(tmp_path / "elsewhere.png")
+    prompts = folder / "p.json"
+    for name in ("../../../elsewhere.png", str(tmp_path / "elsewhere.png"), "link.png"):
+        _write_json(prompts, {"objects": [{"id": 2, "frame": 4, "mask": name}]})
+        with pytest.raises(PromptError) as exc_info:
+            load_prompt_file(prompts)
+        assert "outside the prompt file's folder" in str(exc_info.value)
+        (outside,) = load_prompt_file(prompts, allow_outside_paths=True)
+        np.testing.assert_array_equal(outside.mask, mask > 0)
+    _write_json(prompts, {"objects": [{"id": 2, "frame": 4, "mask": "inner/../inner/ok.png"}]})
+    np.testing.assert_array_equal(load_prompt_file(prompts)[0].mask, mask > 0)
+
+    _write_json(prompts, {"objects": [{"id": 2, "frame": 4, "mask": "../../../elsewhere.png"}]})
+    argv = ["track", str(video), "--prompts", str(prompts), "--out", str(tmp_path / "o")]
+    err = _usage_error(capsys, argv)
+    assert "'../../../elsewhere.png' lies outside the prompt file's folder" in err
+    assert "--allow-outside-paths" in err and fake.calls == []
+    argv += ["--quiet", "--checkpoint", str(prompts), "--device", "cpu"]
+    assert main([*argv, "--allow-outside-paths"]) == 0
+    assert [kind for kind, _ in fake.calls][2] == "mask"
+    np.testing.assert_array_equal(fake.calls[2][1][2], mask > 0)
+
+
 def test_parse_formats() -> None:
     assert parse_formats("zip") == ("zip",)
     assert parse_formats("mp4, zip,mp4") == ("mp4", "zip")

@@ -142,12 +142,43 @@ def test_davis_zip_torch_masks_and_custom_palette(tmp_path: Path):
         np.testing.assert_array_equal(np.array(img) == 4, box(5, 9, 5, 9))
 
 
-def test_davis_zip_rejects_ids_over_255_without_leaving_files(tmp_path: Path):
-    path = tmp_path / "big.zip"
-    res = iter([(0, {1: box(0, 5, 0, 5)}), (1, {300: box(0, 5, 0, 5)})])
-    with pytest.raises(ValueError, match=r"object id 300 \(frame 1\).*255"):
-        E.write_davis_png_zip(res, path, height=H, width=W)
-    assert list(tmp_path.iterdir()) == []
+def test_davis_zip_over_255_objects_switches_those_frames_to_16_bit(tmp_path: Path):
+    # 300 objects on frame 1 (ids 1..300, one pixel each), frame 0 with small ids only.
+    many = {}
+    for oid in range(1, 301):
+        m = np.zeros((H, W), bool)
+        m[oid // W, oid % W] = True
+        many[oid] = m
+    res = iter([(0, {1: box(0, 5, 0, 5), 9: box(10, 20, 10, 20)}), (1, many)])
+    path = E.write_davis_png_zip(res, tmp_path / "big.zip", height=H, width=W)
+    with zipfile.ZipFile(path) as zf:
+        small, large = read_png(zf, "00000.png"), read_png(zf, "00001.png")
+        assert small.mode == "P" and small.getpalette()[27:30] == list(R.DAVIS_PALETTE[9])
+        assert large.mode in ("I;16", "I") and large.getpalette() is None
+        ids = np.array(large)
+        for oid, m in many.items():
+            assert (ids[m] == oid).all()
+        assert int(ids.max()) == 300 and int((ids > 0).sum()) == 300
+        np.testing.assert_array_equal(np.array(read_png(zf, "300/00001.png")), many[300])
+        assert not np.array(read_png(zf, "300/00000.png")).any()
+    with pytest.raises(ValueError, match="65536 does not fit a 16-bit PNG"):
+        E.indexed_png({65536: box(0, 5, 0, 5)}, H, W)
+
+
+def test_image_zip_over_255_objects(tmp_path: Path):
+    masks = {oid: box(oid % H, oid % H + 1, 0, 3) for oid in (1, 255, 256, 4000)}
+    path = E.write_image_masks_zip(masks, tmp_path / "m.zip")
+    with zipfile.ZipFile(path) as zf:
+        picture = read_png(zf, "masks.png")
+        assert picture.mode in ("I;16", "I")
+        ids = np.array(picture)
+        for oid, m in masks.items():
+            assert (ids[m] == oid).all()
+        assert sorted(np.unique(ids).tolist()) == [0, 1, 255, 256, 4000]
+        np.testing.assert_array_equal(np.array(read_png(zf, "object_4000.png")) > 0, masks[4000])
+    path = E.write_image_masks_zip({1: masks[1], 255: masks[255]}, tmp_path / "s.zip")
+    with zipfile.ZipFile(path) as zf:
+        assert read_png(zf, "masks.png").mode == "P"  # the palette PNG while ids fit 8 bits
 
 
 # --------------------------------------------------------------------------------- SA-V JSON

@@ -388,10 +388,10 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         return cutout_png(self.image, obj.mask)
 
     def write_masks_zip(self, path: PathLike) -> Path:
-        """Zip of ``masks.png`` (indexed, DAVIS palette, value = object id, the smallest id
-        where objects overlap) and one 8-bit PNG per object (``object_<id>.png``, 255 =
-        object); returns the path. ValueError when no object has a mask, or for ids > 255.
-        See :func:`~sam2ui.core.exports.write_image_masks_zip`."""
+        """Zip of ``masks.png`` (value = object id, the smallest id where objects overlap;
+        indexed with the DAVIS palette, 16-bit grayscale when an id is over 255) and one 8-bit
+        PNG per object (``object_<id>.png``, 255 = object); returns the path. ValueError when
+        no object has a mask. See :func:`~sam2ui.core.exports.write_image_masks_zip`."""
         return write_image_masks_zip(self.masks, path)
 
     def coco_json(self) -> dict[str, Any]:

@@ -105,7 +105,26 @@ def _load_mask_png(path: Path, where: str) -> np.ndarray:
         raise PromptError(f"{where}: cannot read mask {path}: {err}") from None
 
 
-def _parse_object(entry: Any, where: str, folder: Path) -> ObjectPrompt:
+def _mask_path(name: str, folder: Path, where: str, allow_outside: bool) -> Path:
+    """Where a prompt file's ``"mask"`` names: a path relative to the file's ``folder``,
+    which it must not leave (``..``, an absolute path, a link pointing out) unless
+    ``allow_outside``."""
+    path = folder / name
+    if allow_outside:
+        return path
+    inside = folder.resolve()
+    if not path.resolve().is_relative_to(inside):
+        raise PromptError(
+            f"{where}: the mask {name!r} lies outside the prompt file's folder; put the mask "
+            "in that folder (or below it) and name it relative to the file, or allow paths "
+            "outside it (sam2ui track --allow-outside-paths)"
+        )
+    return path
+
+
+def _parse_object(
+    entry: Any, where: str, folder: Path, allow_outside: bool = False
+) -> ObjectPrompt:
     """One entry of the ``objects`` list of a prompt file."""
     if not isinstance(entry, dict):
         raise PromptError(f"{where}: expected an object ({{...}}), got {entry!r}")
@@ -145,7 +164,8 @@ def _parse_object(entry: Any, where: str, folder: Path) -> ObjectPrompt:
             raise PromptError(f"{where}.mask: expected a PNG path, got {entry['mask']!r}")
         if points or box is not None:
             raise PromptError(f"{where}: give either a 'mask' or 'points'/'box', not both")
-        mask = _load_mask_png(folder / entry["mask"], f"{where}.mask")
+        at = f"{where}.mask"
+        mask = _load_mask_png(_mask_path(entry["mask"], folder, at, allow_outside), at)
     if not points and box is None and mask is None:
         raise PromptError(f"{where}: object {obj_id} has no prompt: give 'points', 'box' or 'mask'")
     return ObjectPrompt(obj_id, frame, tuple(points), box, mask, name, where)
@@ -173,13 +193,15 @@ def _sav_prompts(data: dict[str, Any], where: str) -> list[ObjectPrompt]:
     ]
 
 
-def load_prompt_file(path: PathLike) -> list[ObjectPrompt]:
+def load_prompt_file(path: PathLike, *, allow_outside_paths: bool = False) -> list[ObjectPrompt]:
     """Read a prompts file: the sam2ui schema or an SA-V masklet JSON.
 
     Schema: ``{"objects": [{"id": 1, "name": "dog", "frame": 0, "points": [[x, y], [x, y, 0]],
     "box": [x0, y0, x1, y1]}, {"id": 2, "frame": 12, "mask": "mask.png"}]}``. ``id`` (>= 1) is
     required; ``frame`` defaults to 0; each entry needs ``points``, ``box`` or ``mask`` (a PNG
-    relative to the JSON file, nonzero = object; not with points or box). An id may appear in
+    relative to the JSON file, nonzero = object; not with points or box). A mask must lie in
+    the JSON file's folder or below it (a file from elsewhere cannot make a program read any
+    picture of the machine) unless ``allow_outside_paths``. An id may appear in
     several entries to prompt one object on several frames. A file with a ``masklet`` key is
     read as SA-V (as :func:`~sam2ui.core.exports.write_sav_json` writes): each object's mask
     where it first appears becomes its prompt. Raises :class:`PromptError`.
@@ -209,7 +231,8 @@ def load_prompt_file(path: PathLike) -> list[ObjectPrompt]:
     if not isinstance(objects, list) or not objects:
         raise PromptError(f"{where}: 'objects' must be a non-empty list")
     prompts = [
-        _parse_object(e, f"{where}: objects[{i}]", path.parent) for i, e in enumerate(objects)
+        _parse_object(e, f"{where}: objects[{i}]", path.parent, allow_outside_paths)
+        for i, e in enumerate(objects)
     ]
     seen: dict[tuple[int, int], str] = {}
     names: dict[int, str] = {}

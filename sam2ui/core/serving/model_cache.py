@@ -24,6 +24,7 @@ model in :meth:`ModelCache.loaded`, and dropped with it by :meth:`ModelCache.evi
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -35,6 +36,7 @@ import torch
 
 from sam2ui.core.image.predictor import SAM2ImagePredictor
 from sam2ui.core.loading.devices import resolve_device, resolve_dtype
+from sam2ui.core.loading.hub import CheckpointUnavailableError
 from sam2ui.core.modeling import SAM2Model
 from sam2ui.core.modeling.config import get_config
 
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 Source = str | os.PathLike[str]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -151,14 +154,29 @@ class ModelCache:
     Concurrent first requests for one key load it once (a per-key lock); different keys load
     in parallel. ``loader`` builds a model for a key (default :func:`load_model`); tests pass
     one that builds a small random-weight model.
+
+    Weights that can be neither found nor downloaded (:class:`CheckpointUnavailableError`:
+    offline, hub down) are a remembered failure: later requests for the key raise it again
+    at once instead of waiting for the hub (about 25 s a try), and a daemon thread retries
+    the load in the background, ``retry_first_s`` after the failure and then at doubling
+    intervals up to ``retry_max_s``, until it succeeds (the model is then there for the next
+    request), the key is evicted or the cache cleared. :meth:`retry_now` wakes it early.
     """
 
-    def __init__(self, loader: Loader | None = None) -> None:
+    def __init__(
+        self,
+        loader: Loader | None = None,
+        *,
+        retry_first_s: float = 5.0,
+        retry_max_s: float = 300.0,
+    ) -> None:
         self._loader: Loader = loader if loader is not None else load_model
         self._lock = threading.Lock()  # guards the dicts below, never held while loading
         self._key_locks: dict[ModelKey, threading.Lock] = {}
         self._models: dict[ModelKey, SAM2Model] = {}
         self._video_views: dict[ModelKey, SAM2Model] = {}
+        self._retry = (float(retry_first_s), float(retry_max_s))
+        self._failures: dict[ModelKey, _Failure] = {}
 
     @staticmethod
     def key(
@@ -198,23 +216,85 @@ class ModelCache:
         return self.get_model_by_key(self.key(source, device, dtype, variant))
 
     def get_model_by_key(self, key: ModelKey) -> SAM2Model:
-        """The shared model for a normalised ``key``, loading it on first use."""
+        """The shared model for a normalised ``key``, loading it on first use (a remembered
+        failure to get its weights is raised at once; see the class docstring)."""
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 return model
+            _raise_remembered(self._failures.get(key))
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
                 model = self._models.get(key)
+                if model is None:  # a load that failed while this one waited: no second try
+                    _raise_remembered(self._failures.get(key))
             if model is not None:  # another thread loaded it while this one waited
                 return model
-            model = self._loader(key)
-            if not isinstance(model, SAM2Model):
-                raise TypeError(f"the loader returned {type(model).__name__}, not a SAM2Model")
+            try:
+                return self._load(key)
+            except CheckpointUnavailableError as err:
+                self._remember(key, err)
+                raise
+
+    def _load(self, key: ModelKey) -> SAM2Model:
+        """Run the loader for ``key`` (its key lock held) and keep the model."""
+        model = self._loader(key)
+        if not isinstance(model, SAM2Model):
+            raise TypeError(f"the loader returned {type(model).__name__}, not a SAM2Model")
+        with self._lock:
+            self._models[key] = share(model)
+            self._failures.pop(key, None)
+        return model
+
+    def _remember(self, key: ModelKey, err: CheckpointUnavailableError) -> None:
+        """Keep ``err`` for ``key`` and start its background retries (once)."""
+        with self._lock:
+            if key in self._failures:
+                self._failures[key].error = err
+                return
+            failure = self._failures[key] = _Failure(err)
+        thread = threading.Thread(
+            target=self._retry_loop, args=(key, failure), name="sam2ui-model-retry", daemon=True
+        )
+        failure.thread = thread
+        thread.start()
+
+    def _retry_loop(self, key: ModelKey, failure: _Failure) -> None:
+        delay, longest = self._retry
+        while True:
+            failure.wake.wait(delay)
+            failure.wake.clear()
             with self._lock:
-                self._models[key] = share(model)
-            return model
+                if self._failures.get(key) is not failure:  # evicted or cleared meanwhile
+                    return
+                key_lock = self._key_locks.setdefault(key, threading.Lock())
+            with key_lock:
+                try:
+                    self._load(key)
+                except CheckpointUnavailableError as err:
+                    failure.error = err
+                    failure.tries += 1
+                except Exception:  # a different failure: log it and keep trying
+                    log.exception("retrying the model %s failed", key)
+                    failure.tries += 1
+                else:
+                    log.info("the model %s is available now", key)
+                    return
+            delay = min(max(delay, 0.5) * 2, longest)
+
+    def failing(self) -> dict[ModelKey, str]:
+        """The keys whose weights could not be had, with the last reason (retried in the
+        background)."""
+        with self._lock:
+            return {key: str(f.error) for key, f in self._failures.items()}
+
+    def retry_now(self) -> None:
+        """Wake the background retries of every failing key now."""
+        with self._lock:
+            failures = list(self._failures.values())
+        for failure in failures:
+            failure.wake.set()
 
     def get_video_model(
         self,
@@ -257,6 +337,9 @@ class ModelCache:
         with self._lock:
             self._video_views.pop(key, None)
             self._key_locks.pop(key, None)
+            failure = self._failures.pop(key, None)
+            if failure is not None:
+                failure.wake.set()  # its thread sees it is gone and ends
             return self._models.pop(key, None) is not None
 
     def clear(self) -> None:
@@ -265,6 +348,27 @@ class ModelCache:
             self._models.clear()
             self._video_views.clear()
             self._key_locks.clear()
+            failures = list(self._failures.values())
+            self._failures.clear()
+        for failure in failures:
+            failure.wake.set()
+
+
+class _Failure:
+    """A key whose weights could not be had: the last error and its retry thread."""
+
+    def __init__(self, error: CheckpointUnavailableError) -> None:
+        self.error = error
+        self.tries = 0
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+def _raise_remembered(failure: _Failure | None) -> None:
+    """Raise a fresh copy of a remembered failure (one exception object raised by many
+    threads would collect all their tracebacks)."""
+    if failure is not None:
+        raise copy.copy(failure.error) from None
 
 
 _default_cache: ModelCache | None = None

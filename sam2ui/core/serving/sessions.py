@@ -12,6 +12,7 @@ between frames when :meth:`SessionManager.cancel` is called, keeping what it has
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-PREFIX_LEN = 8  # characters of an id shown in messages and listings
+PREFIX_LEN = 8  # characters of an id's tag (a hash) shown in messages and listings
 _FORGET_AFTER = 1024  # how many ended sessions are remembered for error messages
 
 
@@ -106,19 +107,21 @@ def estimate_nbytes(state: Any) -> int:
 
 
 def id_prefix(session_id: str) -> str:
-    """The short, non-secret form of an id used in messages and listings."""
-    return session_id[:PREFIX_LEN]
+    """The short, non-secret tag of an id used in messages, logs and listings: the start of
+    its SHA-256, so that nothing of the id itself is shown."""
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:PREFIX_LEN]
 
 
 class SessionNotFound(KeyError):
     """No live session has this id: it never existed, was closed, or was evicted.
 
-    The message names only the id's prefix, so logs and error pages leak no usable id.
+    The message (and ``args``) name only the id's tag (:func:`id_prefix`, a hash), so logs
+    and error pages leak nothing of the id.
     """
 
     def __init__(self, session_id: str, reason: str = "unknown, closed or evicted") -> None:
-        super().__init__(session_id)
         self.prefix = id_prefix(session_id)
+        super().__init__(self.prefix)
         self.reason = reason
 
     def __str__(self) -> str:

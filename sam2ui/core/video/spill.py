@@ -12,9 +12,10 @@ Files are written and read with plain ``write`` / ``readinto`` (never memory-map
 pages count in the process's resident memory while mapped). One file per (object slot,
 frame): the logits, then the features, so a read of the features alone skips the logits.
 The directory is deleted when the store is closed, when it is garbage-collected, and at
-interpreter exit (``weakref.finalize``). Its name carries the process id
-(``sam2ui-mem-<pid>-*``): a process killed before it could clean up leaves its directories
-behind, and the next process to spill deletes those of processes no longer running.
+interpreter exit (``weakref.finalize``). It is one of sam2ui's temporary folders
+(:mod:`sam2ui.core.scratch`, named ``sam2ui-mem-<pid>-*``): a process killed before it could
+clean up leaves its directories behind, and the next process to make one deletes those of
+processes no longer running.
 ``budget_bytes`` bounds the disk use; a write that would pass it, or that the disk refuses,
 raises :class:`SpillError` and leaves the output in RAM, so nothing tracked is lost.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -32,50 +32,20 @@ from typing import Any
 
 import torch
 
+from sam2ui.core.scratch import make_folder, sweep_stale
+
 # Default disk budget of one session's spilled memories.
 DEFAULT_SPILL_BUDGET = 16 * 1024**3
-_PREFIX = "sam2ui-mem-"
-_swept = False  # whether this process has looked for directories of dead processes
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (True when that cannot be told: keep its files)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def sweep_orphans(root: str | None = None) -> list[str]:
-    """Delete the spill directories in ``root`` (default: the temporary directory) left by
-    processes that are no longer running; returns their paths."""
-    root = tempfile.gettempdir() if root is None else root
-    removed: list[str] = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return removed
-    for name in names:
-        pid = name[len(_PREFIX) :].split("-", 1)[0] if name.startswith(_PREFIX) else ""
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        path = os.path.join(root, name)
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(path)
-    return removed
+    """Delete the folders in ``root`` (default: sam2ui's, see :mod:`sam2ui.core.scratch`) left
+    by processes that are no longer running; returns their paths."""
+    return sweep_stale(root)
 
 
 def _make_directory() -> str:
-    global _swept
-    if not _swept:
-        _swept = True
-        sweep_orphans()
-    return tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+    return str(make_folder("mem"))
 
 
 class SpillError(RuntimeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -59,8 +60,9 @@ def test_ids_are_unguessable_and_errors_name_only_a_prefix() -> None:
     with pytest.raises(SessionNotFound) as info, manager.use(some):
         pass
     assert isinstance(info.value, KeyError)
-    assert str(info.value) == f"no session {some[:8]}… (closed)"
-    assert some not in str(info.value)
+    tag = hashlib.sha256(some.encode()).hexdigest()[:8]
+    assert str(info.value) == f"no session {tag}… (closed)" and info.value.args == (tag,)
+    assert some[:4] not in str(info.value) and some[:4] not in repr(info.value)
     with pytest.raises(KeyError, match="unknown id"):
         manager.cancel("nonexistent-id")
     listing = manager.list_sessions()

@@ -14,6 +14,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam2ui.core.video import spill as spill_module
+from sam2ui.core import scratch
 from sam2ui.core.video.spill import SpillError, SpillStore, sweep_orphans
 
 
@@ -189,11 +190,11 @@ def test_exit_interrupt_and_kill_leave_no_files(tmp_path: Path, monkeypatch) -> 
     while os.path.exists(f"/proc/{proc.pid}") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert os.path.isdir(directory)
-    monkeypatch.setattr(spill_module.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.setattr(spill_module, "_swept", False)
-    monkeypatch.setattr(spill_module.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(scratch, "_prepared", set())  # as in a new process
     store = SpillStore()
-    store.put(1, 0, *_tensors(0))  # the first spill of a process sweeps
+    store.put(1, 0, *_tensors(0))  # the first folder of a process sweeps
     assert not os.path.exists(directory)
-    assert os.path.dirname(store.directory) == str(tmp_path)
+    assert os.path.dirname(store.directory) == os.path.dirname(directory)
+    assert os.path.dirname(directory) == str(tmp_path / f"sam2ui-{os.getuid()}")
     store.close()

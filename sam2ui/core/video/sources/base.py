@@ -100,6 +100,12 @@ class FrameSource(ABC):
     def _read(self, index: int) -> np.ndarray:
         """Frame ``index`` (already range-checked) as a read-only (H, W, 3) uint8 array."""
 
+    @property
+    def duration(self) -> float:
+        """How long the frames play, in seconds: ``len / fps`` (a video file measures it
+        from its timestamps instead)."""
+        return len(self) / self.fps if self.fps > 0 else 0.0
+
     def get(self, index: int) -> np.ndarray:
         """Frame ``index`` (0 <= index < len) as a read-only (H, W, 3) uint8 RGB array."""
         i = operator.index(index)

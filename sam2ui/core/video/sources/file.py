@@ -138,6 +138,20 @@ class VideoFileSource(FrameSource):
     def __len__(self) -> int:
         return self._length
 
+    @property
+    def duration(self) -> float:
+        """How long the video plays, in seconds, from its timestamps: the last frame's
+        presentation time plus one frame (the mean step), whatever frame rate the file
+        declares (a file may declare 1000 fps for frames a second apart). Files without
+        timestamps give the stream's or the container's stated duration, else ``len / fps``."""
+        n = self._length
+        if self._pts is not None and self._time_base is not None and n > 1:
+            span = float((self._pts[-1] - self._pts[0]) * self._time_base)
+            return span * n / (n - 1)
+        if self._stated_duration:
+            return self._stated_duration
+        return super().duration
+
     def time_of(self, index: int) -> float:
         """Presentation time of frame ``index`` in seconds from the first frame."""
         if self._pts is None or self._time_base is None:
@@ -229,6 +243,7 @@ class VideoFileSource(FrameSource):
             raise ValueError(f"{self.path.name} contains no video frames")
         self._time_base: Fraction | None = rational(self._stream.time_base)
         self._start_ts = start if start is not None else 0
+        self._stated_duration = self._declared_duration()
         if untimed:
             logger.warning("%s: packets without timestamps; frames are counted", self.path)
             self._set_table(None, len(stamps) + untimed, [])
@@ -237,6 +252,14 @@ class VideoFileSource(FrameSource):
         if len(pts) < len(stamps):
             logger.warning("%s: %d duplicate timestamps", self.path, len(stamps) - len(pts))
         self._set_table(pts, len(pts), keys)
+
+    def _declared_duration(self) -> float | None:
+        """The duration the stream (else the container) states, in seconds, if any."""
+        stated = self._stream.duration
+        if stated is not None and self._time_base is not None and stated > 0:
+            return float(stated * self._time_base)
+        total = self._container.duration  # in AV_TIME_BASE units (microseconds)
+        return total / 1_000_000 if total is not None and total > 0 else None
 
     def _set_table(self, pts: list[int] | None, length: int, key_pts: list[int]) -> None:
         self._pts = pts
