@@ -174,9 +174,9 @@ def test_a_failing_handler_answers_its_user_and_spares_the_others(
     assert "srv" not in message and "Errno" not in message and "flaky" not in message
     # A's session is as it was and goes on; B's too.
     assert snapshot(a) == before
-    *_, legend, _, _ = a.predict(0, 60, 20, False, api_name="/image_click")
+    *_, legend, _, _, _ = a.predict(0, 60, 20, False, api_name="/image_click")
     assert "1: object 1" in legend
-    *_, legend, _, _ = b.predict(0, 60, 20, False, api_name="/image_click")
+    *_, legend, _, _, _ = b.predict(0, 60, 20, False, api_name="/image_click")
     assert "1: object 1" in legend
 
 
