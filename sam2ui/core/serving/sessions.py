@@ -261,11 +261,14 @@ class SessionManager:
         """End a session: drop it and call its state's ``close()`` if it has one.
 
         If another thread is using it, this waits for that ``use`` block to finish; threads
-        still waiting to use it then get :class:`SessionNotFound`.
+        still waiting to use it then get :class:`SessionNotFound`. A :meth:`run_cancellable`
+        in progress is cancelled first, so it ends at its next item (a user who leaves in the
+        middle of a propagation frees the model at the next frame).
         """
         with self._lock:
             session = self._lookup(session_id)
             self._end(session, "closed")
+            session.cancel_event.set()
         with session.lock:
             self._release_state(session)
 

@@ -213,6 +213,38 @@ def test_cancel_mid_iteration_keeps_results_and_session_works() -> None:
     assert again == list(range(10)) and log2 == ["finished", "closed"]
 
 
+def test_closing_a_session_stops_its_running_work_at_the_next_item() -> None:
+    """A user who leaves mid-propagation: the close cancels the run instead of waiting for
+    all its frames."""
+    manager = SessionManager()
+    sid = manager.create(None)
+    log: list[str] = []
+    got_two, closing = threading.Event(), threading.Event()
+    results: list[int] = []
+
+    def consume() -> None:
+        for frame in manager.run_cancellable(sid, frames(1000, log)):
+            results.append(frame)
+            if len(results) == 2:
+                got_two.set()
+                closing.wait(5)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    assert got_two.wait(5)
+    closer = threading.Thread(target=manager.close, args=(sid,))
+    closer.start()
+    for _ in range(500):  # until the close has ended the session (it then waits for the run)
+        if sid not in manager:
+            break
+        closer.join(0.01)
+    closing.set()
+    thread.join(5)
+    closer.join(5)
+    assert not thread.is_alive() and not closer.is_alive()
+    assert results == [0, 1] and log == ["closed"] and sid not in manager
+
+
 def test_cancel_from_another_thread() -> None:
     manager = SessionManager()
     sid = manager.create(None)
