@@ -115,10 +115,11 @@ class AppContext:
         threads = config.threads
         if threads is None:
             threads = os.environ.get(THREADS_VARIABLE, "").strip().lower() or None
-        if threads == "auto":
-            self.cpus = FreeCpus()  # set before each model call
-        elif not zerogpu.on_zero_gpu():
-            configure_threads(None if threads is None else int(threads))
+        if threads is None or threads == "auto":
+            if not zerogpu.on_zero_gpu():
+                self.cpus = FreeCpus()  # set before each model call
+        else:
+            configure_threads(int(threads))
         self.scheduler = ModelScheduler(
             config.model_workers, on_grant=self.cpus.apply if self.cpus is not None else None
         )

@@ -35,11 +35,12 @@ class AppConfig:
         max_sessions: most live sessions; the least recently used idle ones go first.
         memory_budget_mb: total memory of all sessions' state (``None``: no limit).
         model_workers: how many model calls (clicks, frames of a propagation) run at once.
-        threads: torch's threads for model work: a number, ``"auto"`` (before each model
-            call, the CPUs this process may use that other processes leave free: faster
-            beside busy neighbours, but masks may then differ in a pixel from run to run, as
-            float sums depend on the thread count), or ``None``: ``$SAM2UI_THREADS`` if set,
-            else the CPUs this process may use (affinity and cgroup quota).
+        threads: torch's threads for model work: a number, or ``None`` / ``"auto"``
+            (``$SAM2UI_THREADS`` if set, else before each model call the CPUs this process
+            may use, by affinity and cgroup quota, that other processes leave free: beside a
+            busy neighbour this runs 2-4x faster than every core; a mask may then differ in
+            a pixel from one made on a quiet machine, as float sums depend on the thread
+            count; a fixed number makes runs repeat exactly).
         share: ask gradio for a public share link.
         preload: load the model when the app is built (always on under ZeroGPU).
         analytics: let gradio send its usage analytics (off unless asked for).
@@ -170,9 +171,8 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
         type=_threads,
         default=defaults.threads,
         metavar="N|auto",
-        help="torch threads for model work; auto: before each model call, the CPUs that "
-        "other processes leave free (default: $SAM2UI_THREADS, else the CPUs this process "
-        "may use: affinity and cgroup quota)",
+        help="torch threads for model work (default: $SAM2UI_THREADS, else auto: before "
+        "each model call, the CPUs this process may use that other processes leave free)",
     )
     parser.add_argument(
         "--gradio-analytics",
