@@ -100,6 +100,8 @@ _LAZY: dict[str, str] = {
     "CancellableIterator": "sam2ui.core.serving.sessions",
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
+    "ServerFull": "sam2ui.core.serving.sessions",
+    "LimitReached": "sam2ui.core.annotate.objects",
     "image_from_array": "sam2ui.core.compat.pillow",
 }
 # Public submodules, reachable as attributes.
@@ -128,6 +130,7 @@ __all__ = [
     "ImageAnnotator",
     "ImageReadError",
     "ImageTooLargeError",
+    "LimitReached",
     "MaskPrompt",
     "ModelCache",
     "ModelKey",
@@ -140,6 +143,7 @@ __all__ = [
     "SAM2ImagePredictor",
     "SAM2Model",
     "SAM2VideoPredictor",
+    "ServerFull",
     "SessionManager",
     "SessionNotFound",
     "UnknownObjectError",
@@ -197,6 +201,7 @@ __all__ = [
 if TYPE_CHECKING:
     from sam2ui.core.annotate.canvas import CanvasFeed, canvas_css, canvas_js, mask_runs
     from sam2ui.core.annotate.image import AnnotatedObject, Candidate, ImageAnnotator
+    from sam2ui.core.annotate.objects import LimitReached
     from sam2ui.core.annotate.prompt_file import (
         PromptError,
         check_prompts_inside,
@@ -270,7 +275,12 @@ if TYPE_CHECKING:
         image_predictor,
         video_predictor,
     )
-    from sam2ui.core.serving.sessions import CancellableIterator, SessionManager, SessionNotFound
+    from sam2ui.core.serving.sessions import (
+        CancellableIterator,
+        ServerFull,
+        SessionManager,
+        SessionNotFound,
+    )
     from sam2ui.core.video.builders import (
         build_sam2_video_predictor,
         build_sam2_video_predictor_hf,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling.config import get_config
 from sam2ui.core.serving.sessions import (
     CancellableIterator,
+    ServerFull,
     SessionManager,
     SessionNotFound,
     estimate_nbytes,
@@ -37,6 +39,16 @@ class Closable:
 
     def close(self) -> None:
         self.closed = True
+
+
+def data_bytes(state: object) -> int:
+    """The estimate of these tests: a Closable's array alone."""
+    return int(state.data.nbytes) if isinstance(state, Closable) else 0
+
+
+def lru_manager(clock: FakeClock, **kwargs: object) -> SessionManager:
+    """A manager that may evict any idle session to make room (no active window)."""
+    return SessionManager(clock=clock, active_window_s=0, estimate=data_bytes, **kwargs)  # type: ignore[arg-type]
 
 
 def frames(n: int, log: list[str]) -> Iterator[int]:
@@ -70,8 +82,12 @@ def test_ids_are_unguessable_and_errors_name_only_a_prefix() -> None:
 def test_estimate_counts_each_storage_once_and_skips_models() -> None:
     t = torch.zeros(100, dtype=torch.float32)  # 400 bytes
     a = np.zeros(50, np.float64)  # 400 bytes
-    state = {"t": t, "view": t[10:20], "again": [t, (t.view(10, 10),)], "a": a, "av": a[::2]}
-    assert estimate_nbytes(state) == 800
+    inner = (t.view(10, 10),)
+    again = [t, inner]
+    state = {"t": t, "view": t[10:20], "again": again, "a": a, "av": a[::2]}
+    # The storages once each, and the containers and keys that hold them.
+    containers = sum(map(sys.getsizeof, (state, again, inner, *state)))
+    assert estimate_nbytes(state) == 800 + containers
 
     class Holder:
         __slots__ = ("x",)
@@ -79,9 +95,16 @@ def test_estimate_counts_each_storage_once_and_skips_models() -> None:
         def __init__(self) -> None:
             self.x = torch.ones(3, dtype=torch.int64)
 
-    assert estimate_nbytes({"h": Holder(), "m": torch.nn.Linear(100, 100), "s": "text"}) == 24
+    holder = Holder()
+    state2 = {"h": holder, "m": torch.nn.Linear(100, 100), "s": "text"}
+    python = sum(map(sys.getsizeof, (state2, holder, "h", "m", "s", "text")))
+    assert estimate_nbytes(state2) == 24 + python  # the model's 40 KB of weights are not
     with torch.inference_mode():
-        assert estimate_nbytes([torch.ones(4)]) == 16
+        one = [torch.ones(4)]
+        assert estimate_nbytes(one) == 16 + sys.getsizeof(one)
+    # Packed masks are bytes: counted at their size.
+    packed = bytes(1000)
+    assert estimate_nbytes([packed]) == sys.getsizeof([packed]) + sys.getsizeof(packed) > 1000
 
 
 def test_image_predictor_session_counts_its_embedding_not_the_model() -> None:
@@ -89,7 +112,7 @@ def test_image_predictor_session_counts_its_embedding_not_the_model() -> None:
     model = build_sam2(replace(get_config("sam2.1-hiera-tiny"), image_size=256))
     manager = SessionManager()
     sid = manager.create(SAM2ImagePredictor(model), kind="image")
-    assert manager.list_sessions()[0].memory_bytes == 0
+    assert manager.list_sessions()[0].memory_bytes < 1000  # no image: a few Python objects
     with manager.use(sid) as session:
         session.state.set_image(np.zeros((40, 60, 3), np.uint8))
     info = manager.list_sessions()[0]
@@ -145,7 +168,7 @@ def test_one_session_is_serialised() -> None:
 
 def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
     clock = FakeClock()
-    manager = SessionManager(memory_budget=300, clock=clock)
+    manager = lru_manager(clock, memory_budget=300)
     states = [Closable(100) for _ in range(5)]
     ids = []
     for state in states[:3]:
@@ -158,7 +181,7 @@ def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
     ids.append(manager.create(states[3]))
     assert ids[1] not in manager and states[1].closed and states[1].data is not None
     assert [ids[0] in manager, ids[2] in manager, ids[3] in manager] == [True] * 3
-    with pytest.raises(SessionNotFound, match="evicted to free memory"), manager.use(ids[1]):
+    with pytest.raises(SessionNotFound, match="evicted to make room after"), manager.use(ids[1]):
         pass
     # Session 2 is now the LRU, but it is busy: session 0 goes instead.
     with manager.use(ids[2]):
@@ -171,7 +194,7 @@ def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
 
 def test_growth_inside_use_triggers_eviction_and_oversized_session_is_kept() -> None:
     clock = FakeClock()
-    manager = SessionManager(memory_budget=1000, clock=clock)
+    manager = lru_manager(clock, memory_budget=1000)
     small = manager.create(Closable(100))
     clock.now += 1
     big = manager.create(Closable(0))
@@ -183,7 +206,7 @@ def test_growth_inside_use_triggers_eviction_and_oversized_session_is_kept() -> 
 
 def test_max_sessions() -> None:
     clock = FakeClock()
-    manager = SessionManager(max_sessions=2, clock=clock)
+    manager = lru_manager(clock, max_sessions=2)
     first = manager.create("a")
     clock.now += 1
     manager.create("b")
@@ -255,8 +278,11 @@ def test_idle_eviction_with_fake_clock() -> None:
         assert manager.evict_idle(60) == 1
     assert old.closed and not busy.closed and not fresh.closed
     assert old_id not in manager and busy_id in manager and fresh_id in manager
-    with pytest.raises(SessionNotFound, match="idling"), manager.use(old_id):
-        pass
+    with pytest.raises(SessionNotFound, match=r"expired after 1\.5 minutes idle") as info:
+        with manager.use(old_id):
+            pass
+    assert info.value.ended is not None and info.value.ended.cause == "expired"
+    assert info.value.ended.idle_s == 90
     clock.now += 61
     assert manager.evict_idle(60) == 2 and len(manager) == 0 and busy.closed
 
