@@ -21,6 +21,7 @@ import numpy as np
 from sam2ui.core import (
     CheckpointUnavailableError,
     ModelCache,
+    ServerFull,
     SessionManager,
     SessionNotFound,
     default_model_cache,
@@ -31,7 +32,14 @@ from sam2ui.core import (
 from . import zerogpu
 from .options import AppConfig
 
-__all__ = ["AppContext", "UserError", "check_inside", "target_object"]
+__all__ = [
+    "AppContext",
+    "UserError",
+    "check_inside",
+    "ended_message",
+    "full_message",
+    "target_object",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +71,33 @@ def check_inside(size: tuple[int, int], x: float, y: float, what: str) -> None:
         raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} {what}.")
 
 
+def full_message(full: ServerFull) -> str:
+    """What a visitor refused for lack of room is told (there is no queue to join)."""
+    return (
+        "The server is busy: it is serving as many people as it can right now. "
+        f"Please try again in {_minutes(full.retry_minutes)}."
+    )
+
+
+def _minutes(n: int) -> str:
+    return f"{n} minute{'s' if n != 1 else ''}"
+
+
+def ended_message(gone: SessionNotFound) -> str:
+    """Why a user's session is gone, in words: closed, expired or evicted, and after how
+    long idle."""
+    ended = gone.ended
+    if ended is None:
+        return "This session has ended."
+    idle = round(ended.idle_s / 60)
+    minutes = _minutes(idle) if idle else "less than a minute"
+    if ended.cause == "expired":
+        return f"This session expired after {minutes} without use."
+    if ended.cause == "evicted":
+        return f"This session was closed to make room for others, after {minutes} without use."
+    return "This session was closed."
+
+
 def _weights_missing(err: Exception) -> str:
     """The banner when the weights can be neither found in the cache nor downloaded."""
     return (
@@ -91,8 +126,15 @@ class AppContext:
         self.config = config
         self.cache = cache if cache is not None else default_model_cache()
         budget = config.memory_budget_mb
-        self.sessions = sessions or SessionManager(
-            None if budget is None else int(budget * 2**20), max_sessions=config.max_sessions
+        # Not `sessions or ...`: an empty manager is falsy (it has a length).
+        self.sessions = (
+            sessions
+            if sessions is not None
+            else SessionManager(
+                None if budget is None else int(budget * 2**20),
+                max_sessions=config.max_sessions,
+                active_window_s=config.active_window_s,
+            )
         )
         self.model_error: str | None = None
         self._gate = threading.BoundedSemaphore(config.model_workers)
@@ -178,9 +220,24 @@ class AppContext:
             return zerogpu.run(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ sessions
+    def admit(self) -> None:
+        """UserError when the server has no room for another session now (before the costly
+        work of a new one: an image's embedding, opening a video)."""
+        try:
+            self.sessions.admit()
+        except ServerFull as full:
+            raise UserError(full_message(full)) from None
+
     def create_session(self, state: Any, kind: str, owner: str | None = None) -> str:
-        """Register ``state``; ``owner`` (the browser session) gets it closed on unload."""
-        session_id = self.sessions.create(state, kind)
+        """Register ``state``; ``owner`` (the browser session) gets it closed on unload.
+        When the server is full, ``state`` is closed and a UserError says to try later."""
+        try:
+            session_id = self.sessions.create(state, kind)
+        except ServerFull as full:
+            closer = getattr(state, "close", None)
+            if callable(closer):
+                closer()
+            raise UserError(full_message(full)) from None
         if owner:
             with self._owners_lock:
                 self._owners[owner].add(session_id)
@@ -198,11 +255,8 @@ class AppContext:
                 if session.kind != kind:
                     raise UserError(f"Upload {what} first.")
                 yield session.state
-        except SessionNotFound:
-            raise UserError(
-                f"This session has ended (closed, or idle for more than "
-                f"{self.config.idle_timeout_s / 60:g} minutes); upload {what} again."
-            ) from None
+        except SessionNotFound as gone:
+            raise UserError(f"{ended_message(gone)} Upload {what} again.") from None
 
     def close_session(self, session_id: str | None) -> None:
         """End one session if it is still live (never raises)."""

@@ -86,9 +86,10 @@ class ObjectTable(Generic[ObjT]):
 
     def _new_object(self, name: str | None, make: Callable[[int, str, Color], ObjT]) -> int:
         if self.object_room == 0:
+            n = len(self._objects)
             raise LimitReached(
-                f"There are {len(self._objects)} objects, the most allowed here; "
-                "remove one before adding another."
+                f"There {'is 1 object' if n == 1 else f'are {n} objects'}, the most allowed "
+                "here; remove one before adding another."
             )
         obj_id = self._next_id
         label = f"object {obj_id}" if name is None else check_name(name)

@@ -278,9 +278,9 @@ def test_idle_eviction_with_fake_clock() -> None:
         assert manager.evict_idle(60) == 1
     assert old.closed and not busy.closed and not fresh.closed
     assert old_id not in manager and busy_id in manager and fresh_id in manager
-    with pytest.raises(SessionNotFound, match=r"expired after 1\.5 minutes idle") as info:
-        with manager.use(old_id):
-            pass
+    expired = r"expired after 1\.5 minutes idle"
+    with pytest.raises(SessionNotFound, match=expired) as info, manager.use(old_id):
+        pass
     assert info.value.ended is not None and info.value.ended.cause == "expired"
     assert info.value.ended.idle_s == 90
     clock.now += 61
@@ -311,3 +311,91 @@ def test_close_waits_for_user_and_clear() -> None:
         manager.create(other)
     manager.clear()
     assert len(manager) == 0 and all(o.closed for o in others)
+
+
+def test_full_server_refuses_a_newcomer_instead_of_evicting_active_people() -> None:
+    clock = FakeClock()
+    manager = SessionManager(max_sessions=2, active_window_s=300, clock=clock, estimate=data_bytes)
+    first, second = Closable(), Closable()
+    first_id, second_id = manager.create(first), manager.create(second)
+    clock.now += 120  # both used 2 minutes ago: between two clicks
+    newcomer = Closable()
+    with pytest.raises(ServerFull) as info:
+        manager.create(newcomer)
+    full = info.value
+    assert full.what == "sessions" and full.live == 2
+    assert full.retry_after_s == 180 and full.retry_minutes == 3
+    assert (
+        str(full) == "the server is full: 2 people hold every session slot; try again in 3 minutes"
+    )
+    assert first_id in manager and second_id in manager and not first.closed
+    assert not newcomer.closed and len(manager) == 2  # the refused state stays the caller's
+    with pytest.raises(ServerFull):
+        manager.admit()
+    # Past the active window the least recently used idle session makes room.
+    with manager.use(second_id):
+        clock.now += 200
+    third_id = manager.create(newcomer)
+    assert first_id not in manager and first.closed and third_id in manager
+    with pytest.raises(SessionNotFound) as gone:
+        manager.close(first_id)
+    assert gone.value.ended is not None and gone.value.ended.cause == "evicted"
+    assert gone.value.ended.idle_s == 320
+    assert str(gone.value).endswith("(evicted to make room after 5.3 minutes idle)")
+
+
+def test_memory_budget_admission_and_a_session_in_use_is_never_evicted() -> None:
+    clock = FakeClock()
+    manager = SessionManager(
+        memory_budget=250, active_window_s=60, clock=clock, estimate=data_bytes
+    )
+    old_id = manager.create(Closable(100))
+    busy_id = manager.create(Closable(100))
+    clock.now += 30
+    with pytest.raises(ServerFull) as info:
+        manager.create(Closable(100))
+    assert info.value.what == "memory" and info.value.retry_after_s == 30
+    manager.admit(50)  # a small one fits
+    with manager.use(busy_id):
+        clock.now += 100  # both are past the window now, but busy_id is in use
+        manager.admit(100)  # room made by evicting the idle one only
+        assert old_id not in manager and busy_id in manager
+        manager.create(Closable(100))
+        with pytest.raises(ServerFull) as again:
+            manager.create(Closable(100))
+    assert again.value.live == 2
+    # A session alone on the server is admitted whatever its size.
+    alone = SessionManager(memory_budget=10, estimate=data_bytes)
+    alone.create(Closable(1000))
+    assert len(alone) == 1
+
+
+def test_growth_past_the_budget_keeps_active_sessions() -> None:
+    clock = FakeClock()
+    manager = SessionManager(
+        memory_budget=1000, active_window_s=60, clock=clock, estimate=data_bytes
+    )
+    small = manager.create(Closable(100))
+    clock.now += 10
+    big = manager.create(Closable(0))
+    with manager.use(big) as session:
+        session.state.data = np.zeros(2000, np.uint8)
+    assert small in manager and manager.total_memory() == 2100  # over, but nobody is evicted
+    with pytest.raises(ServerFull):
+        manager.admit()
+    clock.now += 61
+    with manager.use(big):
+        pass
+    assert small not in manager and manager.total_memory() == 2000
+
+
+def test_closed_and_unknown_sessions_say_so() -> None:
+    manager = SessionManager()
+    sid = manager.create(Closable())
+    manager.close(sid)
+    assert manager.ended(sid) is not None and manager.ended(sid).cause == "closed"  # type: ignore[union-attr]
+    with pytest.raises(SessionNotFound) as info, manager.use("never-was"):
+        pass
+    assert info.value.ended is None and str(info.value) == "no session never-wa… (unknown id)"
+    with pytest.raises(ValueError, match="active_window_s"):
+        SessionManager(active_window_s=-1)
