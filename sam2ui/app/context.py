@@ -28,6 +28,7 @@ from sam2ui.core import (
     Lane,
     ModelCache,
     ModelScheduler,
+    ServerFull,
     SessionManager,
     SessionNotFound,
     configure_threads,
@@ -40,7 +41,15 @@ from . import zerogpu
 from .errors import UserError
 from .options import AppConfig
 
-__all__ = ["AppContext", "UserError", "check_inside", "model_name", "target_object"]
+__all__ = [
+    "AppContext",
+    "UserError",
+    "check_inside",
+    "ended_message",
+    "full_message",
+    "model_name",
+    "target_object",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +75,33 @@ def check_inside(size: tuple[int, int], x: float, y: float, what: str) -> None:
     height, width = size
     if not (np.isfinite(x) and np.isfinite(y) and 0 <= x <= width and 0 <= y <= height):
         raise UserError(f"The point ({x:g}, {y:g}) is outside the {width}x{height} {what}.")
+
+
+def full_message(full: ServerFull) -> str:
+    """What a visitor refused for lack of room is told (there is no queue to join)."""
+    return (
+        "The server is busy: it is serving as many people as it can right now. "
+        f"Please try again in {_minutes(full.retry_minutes)}."
+    )
+
+
+def _minutes(n: int) -> str:
+    return f"{n} minute{'s' if n != 1 else ''}"
+
+
+def ended_message(gone: SessionNotFound) -> str:
+    """Why a user's session is gone, in words: closed, expired or evicted, and after how
+    long idle."""
+    ended = gone.ended
+    if ended is None:
+        return "This session has ended."
+    idle = round(ended.idle_s / 60)
+    minutes = _minutes(idle) if idle else "less than a minute"
+    if ended.cause == "expired":
+        return f"This session expired after {minutes} without use."
+    if ended.cause == "evicted":
+        return f"This session was closed to make room for others, after {minutes} without use."
+    return "This session was closed."
 
 
 def model_name(model: str) -> str:
@@ -107,8 +143,15 @@ class AppContext:
         self.config = config
         self.cache = cache if cache is not None else default_model_cache()
         budget = config.memory_budget_mb
-        self.sessions = sessions or SessionManager(
-            None if budget is None else int(budget * 2**20), max_sessions=config.max_sessions
+        # Not `sessions or ...`: an empty manager is falsy (it has a length).
+        self.sessions = (
+            sessions
+            if sessions is not None
+            else SessionManager(
+                None if budget is None else int(budget * 2**20),
+                max_sessions=config.max_sessions,
+                active_window_s=config.active_window_s,
+            )
         )
         self.model_error: str | None = None
         self.cpus: FreeCpus | None = None
@@ -240,9 +283,24 @@ class AppContext:
             return zerogpu.run(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ sessions
+    def admit(self) -> None:
+        """UserError when the server has no room for another session now (before the costly
+        work of a new one: an image's embedding, opening a video)."""
+        try:
+            self.sessions.admit()
+        except ServerFull as full:
+            raise UserError(full_message(full)) from None
+
     def create_session(self, state: Any, kind: str, owner: str | None = None) -> str:
-        """Register ``state``; ``owner`` (the browser session) gets it closed on unload."""
-        session_id = self.sessions.create(state, kind)
+        """Register ``state``; ``owner`` (the browser session) gets it closed on unload.
+        When the server is full, ``state`` is closed and a UserError says to try later."""
+        try:
+            session_id = self.sessions.create(state, kind)
+        except ServerFull as full:
+            closer = getattr(state, "close", None)
+            if callable(closer):
+                closer()
+            raise UserError(full_message(full)) from None
         if owner:
             with self._owners_lock:
                 self._owners[owner].add(session_id)
@@ -260,11 +318,8 @@ class AppContext:
                 if session.kind != kind:
                     raise UserError(f"Upload {what} first.")
                 yield session.state
-        except SessionNotFound:
-            raise UserError(
-                f"This session has ended (closed, or idle for more than "
-                f"{self.config.idle_timeout_s / 60:g} minutes); upload {what} again."
-            ) from None
+        except SessionNotFound as gone:
+            raise UserError(f"{ended_message(gone)} Upload {what} again.") from None
 
     def close_session(self, session_id: str | None) -> None:
         """End one session if it is still live (never raises)."""

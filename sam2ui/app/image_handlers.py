@@ -200,7 +200,13 @@ class ImageHandlers:
                 if canvas and work.feed is None:
                     work.feed = CanvasFeed()
                 return session_id, self._view(work, hello)
-        annotator = ImageAnnotator(self.ctx.image_predictor())
+        self.ctx.admit()  # before the embedding: a full server refuses at once
+        config = self.ctx.config
+        annotator = ImageAnnotator(
+            self.ctx.image_predictor(),
+            max_prompts=config.max_prompts,
+            max_objects=config.max_objects,
+        )
         try:
             annotator, _ = self.ctx.call_heavy(ImageAnnotator.set_image, annotator, rgb)
         except BaseException:

@@ -161,13 +161,20 @@ class VideoHandlers:
         ``canvas``: the session is shown on the browser canvas."""
         if not path:
             raise UserError("Upload a video first.")
+        if not (session_id and session_id in self.ctx.sessions):
+            self.ctx.admit()  # a newcomer on a full server is refused before the work
         source = self.open_checked(path)
         try:
             predictor = self.ctx.video_predictor()
             # On ZeroGPU the source is pickled for the worker: its frame table goes along, so
             # the worker reopens the file without reading it through again.
             annotator = self.ctx.run_heavy(
-                VideoAnnotator, predictor, source, offload_state_to_cpu=offload_state()
+                VideoAnnotator,
+                predictor,
+                source,
+                offload_state_to_cpu=offload_state(),
+                max_prompts=self.ctx.config.max_prompts,
+                max_objects=self.ctx.config.max_objects,
             )
         except BaseException:
             source.close()

@@ -106,6 +106,8 @@ _LAZY: dict[str, str] = {
     "CancellableIterator": "sam2ui.core.serving.sessions",
     "SessionManager": "sam2ui.core.serving.sessions",
     "SessionNotFound": "sam2ui.core.serving.sessions",
+    "ServerFull": "sam2ui.core.serving.sessions",
+    "LimitReached": "sam2ui.core.annotate.objects",
     "image_from_array": "sam2ui.core.compat.pillow",
     "make_folder": "sam2ui.core.scratch",
     "sweep_stale": "sam2ui.core.scratch",
@@ -139,6 +141,7 @@ __all__ = [
     "ImageReadError",
     "ImageTooLargeError",
     "Lane",
+    "LimitReached",
     "MaskPrompt",
     "ModelCache",
     "ModelKey",
@@ -152,6 +155,7 @@ __all__ = [
     "SAM2ImagePredictor",
     "SAM2Model",
     "SAM2VideoPredictor",
+    "ServerFull",
     "SessionManager",
     "SessionNotFound",
     "UnknownObjectError",
@@ -213,6 +217,7 @@ __all__ = [
 if TYPE_CHECKING:
     from sam2ui.core.annotate.canvas import CanvasFeed, canvas_css, canvas_js, mask_runs
     from sam2ui.core.annotate.image import AnnotatedObject, Candidate, ImageAnnotator
+    from sam2ui.core.annotate.objects import LimitReached
     from sam2ui.core.annotate.prompt_file import (
         PromptError,
         check_prompts_inside,
@@ -288,7 +293,12 @@ if TYPE_CHECKING:
         image_predictor,
         video_predictor,
     )
-    from sam2ui.core.serving.sessions import CancellableIterator, SessionManager, SessionNotFound
+    from sam2ui.core.serving.sessions import (
+        CancellableIterator,
+        ServerFull,
+        SessionManager,
+        SessionNotFound,
+    )
     from sam2ui.core.serving.threads import (
         THREADS_VARIABLE,
         FreeCpus,

@@ -162,11 +162,12 @@ def test_sessions_are_isolated_and_cleaned_up(ctx: AppContext) -> None:
     # Closing tab a (unload) ends its session only.
     assert ctx.close_owner("tab-a") == 1
     assert a not in ctx.sessions and b in ctx.sessions
-    with pytest.raises(UserError, match="session has ended"):
+    with pytest.raises(UserError, match=r"^This session was closed\. Upload an image again\.$"):
         h.show(a)
     # Idle eviction ends b too; a new upload in that tab starts over.
     assert ctx.sessions.evict_idle(0.0) == 1
-    with pytest.raises(UserError, match="upload an image again"):
+    expired = r"^This session expired after less than a minute without use\. Upload an image"
+    with pytest.raises(UserError, match=expired):
         h.click(b, None, 40, 48)
     c, view = h.upload(b, make_image())
     assert c != b and view.objects == []

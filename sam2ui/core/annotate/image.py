@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sam2ui.core.exports import PathLike, cutout_png, write_image_masks_zip
-from sam2ui.core.masks import mask_to_coco_rle, rle_area, rle_to_bbox
+from sam2ui.core.masks import PackedMask, mask_to_coco_rle, rle_area, rle_to_bbox
 from sam2ui.core.render import (
     Color,
     TintCache,
@@ -34,7 +34,16 @@ from sam2ui.core.render import (
 )
 from sam2ui.core.transforms import image_to_array, to_uint8_rgb
 
-from .objects import ObjectTable, SharedEmbedding, check_box, check_click
+from .objects import (
+    DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_PROMPTS,
+    ObjectTable,
+    SharedEmbedding,
+    check_box,
+    check_click,
+    check_limit,
+    check_prompt_room,
+)
 from .prompts import Box, Click, Prompt
 
 if TYPE_CHECKING:
@@ -106,28 +115,40 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
             shares the model).
         multimask: when True (default), a single click predicts three candidates and shows the
             best; with more prompts one mask is predicted (the reference's advice).
+        max_prompts: most prompts (clicks and box) of one object (``None``: no limit).
+        max_objects: most objects at once (``None``: no limit).
 
     Every prompt change predicts again from all of the object's prompts (about one decoder
     run; the image embedding is computed once, in :meth:`set_image`). Unknown object ids and
-    bad coordinates raise ValueError; calls that need an image before :meth:`set_image` (or
-    after :meth:`close`) raise RuntimeError.
+    bad coordinates raise ValueError, and so does a prompt or object past the limits
+    (:class:`~sam2ui.core.annotate.objects.LimitReached`, saying what to do); calls that need
+    an image before :meth:`set_image` (or after :meth:`close`) raise RuntimeError.
     """
 
-    def __init__(self, predictor: SAM2ImagePredictor, *, multimask: bool = True) -> None:
+    def __init__(
+        self,
+        predictor: SAM2ImagePredictor,
+        *,
+        multimask: bool = True,
+        max_prompts: int | None = DEFAULT_MAX_PROMPTS,
+        max_objects: int | None = DEFAULT_MAX_OBJECTS,
+    ) -> None:
         for name in ("set_image", "predict", "reset_predictor"):
             if not callable(getattr(predictor, name, None)):
                 raise TypeError(
                     f"predictor must be a SAM2ImagePredictor, got {type(predictor).__name__}"
                 )
-        super().__init__()
+        super().__init__(max_objects)
         self.predictor = predictor
         self.multimask = bool(multimask)
+        self.max_prompts = check_limit("max_prompts", max_prompts)
         self._image: np.ndarray | None = None
         self._undo: dict[int, list[_Undo]] = {}
         self._history: list[int] = []  # the object of each undoable change, oldest first
         self._redo: list[tuple[int, _Undo]] = []  # what undo took back, newest last
-        # Masks of "segment everything" objects: what undoing their last click goes back to.
-        self._auto: dict[int, tuple[np.ndarray, float | None]] = {}
+        # Masks of "segment everything" objects: what undoing their last click goes back to,
+        # bit-packed (kept beside the object's current mask for as long as it has prompts).
+        self._auto: dict[int, tuple[PackedMask, float | None]] = {}
         self._tint = TintCache()
         self._contours: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -181,6 +202,7 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         obj = self._obj(obj_id)
         h, w = self.size
         fx, fy = check_click(x, y, h, w)
+        check_prompt_room(obj_id, len(obj.prompts), self.max_prompts)
         return self._change(obj, [*obj.prompts, Click(fx, fy, bool(positive))])
 
     def set_box(self, obj_id: int, x0: float, y0: float, x1: float, y1: float) -> AnnotatedObject:
@@ -189,6 +211,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         obj = self._obj(obj_id)
         h, w = self.size
         box = check_box(x0, y0, x1, y1, h, w)
+        if obj.box is None:  # a new prompt; a replaced box is not
+            check_prompt_room(obj_id, len(obj.prompts), self.max_prompts)
         return self._change(obj, [p for p in obj.prompts if isinstance(p, Click)] + [box])
 
     def remove_click(self, obj_id: int, index: int) -> AnnotatedObject:
@@ -209,7 +233,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         self, obj: AnnotatedObject, prompts: list[Prompt], chosen: int | None = None
     ) -> AnnotatedObject:
         if not obj.prompts and obj.mask is not None and obj.obj_id not in self._auto:
-            self._auto[obj.obj_id] = (obj.mask, obj.score)  # first click on an automatic mask
+            # The first click on an automatic mask: keep that mask for undo.
+            self._auto[obj.obj_id] = (PackedMask.pack(obj.mask), obj.score)
         before = _Undo(list(obj.prompts), obj.chosen)
         self._predict(obj, prompts, chosen)
         self._undo.setdefault(obj.obj_id, []).append(before)
@@ -291,7 +316,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         store it; ``chosen`` picks the candidate shown (default: the best)."""
         clicks, box = split_prompts(prompts)
         if not clicks and box is None:
-            mask, score = self._auto.get(obj.obj_id, (None, None))
+            packed, score = self._auto.get(obj.obj_id, (None, None))
+            mask = None if packed is None else packed.unpack()
             self._set_result(obj, prompts, mask, score, [], None)
             return
         multi = self.multimask and len(clicks) == 1 and box is None
@@ -326,8 +352,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
     def segment_everything(self, **generator_kwargs: Any) -> list[int]:
         """Run the automatic mask generator (``generator_kwargs`` go to
         :class:`~sam2ui.core.image.mask_generator.SAM2AutomaticMaskGenerator`) and add one
-        object per mask, largest first; returns the new ids. The image embedding of
-        :meth:`set_image` is reused."""
+        object per mask, largest first, as many as ``max_objects`` leaves room for; returns
+        the new ids. The image embedding of :meth:`set_image` is reused."""
         from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
 
         image = self.image
@@ -337,6 +363,8 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         shared: Any = SharedEmbedding(self.predictor, image)
         records = SAM2AutomaticMaskGenerator(shared, **generator_kwargs).generate(image)
         records.sort(key=lambda r: -int(r["area"]))  # stable: ties keep the generator's order
+        room = self.object_room
+        records = records if room is None else records[:room]
         ids = []
         for rec in records:
             obj_id = self.add_object()

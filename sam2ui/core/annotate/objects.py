@@ -20,6 +20,36 @@ if TYPE_CHECKING:
 
 ObjT = TypeVar("ObjT")
 
+# Declared limits of one annotation. Every prompt of an object goes to the mask decoder as a
+# token at each prediction, and is kept in the undo history; every object holds masks. 200
+# prompts is far beyond what an object needs (a handful of clicks, a box); 255 objects is
+# what an 8-bit indexed PNG export (values 1-255) holds. Front ends pass their own.
+DEFAULT_MAX_PROMPTS = 200
+DEFAULT_MAX_OBJECTS = 255
+
+
+class LimitReached(ValueError):
+    """An annotation is at a declared limit (prompts per object, objects); the message says
+    which and what to do."""
+
+
+def check_limit(name: str, value: int | None) -> int | None:
+    """``value`` as a limit (``None``: none), or ValueError when it is not an int >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+    return int(value)
+
+
+def check_prompt_room(obj_id: int, count: int, max_prompts: int | None) -> None:
+    """LimitReached when an object with ``count`` prompts may take no more."""
+    if max_prompts is not None and count >= max_prompts:
+        raise LimitReached(
+            f"Object {obj_id} has {count} prompts, the most allowed here; "
+            "undo or remove some before adding more."
+        )
+
 
 def check_name(name: object) -> str:
     if not isinstance(name, str):
@@ -31,9 +61,17 @@ class ObjectTable(Generic[ObjT]):
     """The annotators' objects: ids 1, 2, ... never reused, a name ("object N" by default) and
     the id's palette colour, kept in creation order."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_objects: int | None = DEFAULT_MAX_OBJECTS) -> None:
         self._objects: dict[int, ObjT] = {}
         self._next_id = 1
+        self.max_objects = check_limit("max_objects", max_objects)
+
+    @property
+    def object_room(self) -> int | None:
+        """How many more objects may be added (None: no limit)."""
+        if self.max_objects is None:
+            return None
+        return max(0, self.max_objects - len(self._objects))
 
     @property
     def objects(self) -> dict[int, ObjT]:
@@ -47,6 +85,12 @@ class ObjectTable(Generic[ObjT]):
         return obj
 
     def _new_object(self, name: str | None, make: Callable[[int, str, Color], ObjT]) -> int:
+        if self.object_room == 0:
+            n = len(self._objects)
+            raise LimitReached(
+                f"There {'is 1 object' if n == 1 else f'are {n} objects'}, the most allowed "
+                "here; remove one before adding another."
+            )
         obj_id = self._next_id
         label = f"object {obj_id}" if name is None else check_name(name)
         self._objects[obj_id] = make(obj_id, label, palette_color(obj_id))

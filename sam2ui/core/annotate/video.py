@@ -32,7 +32,15 @@ from sam2ui.core.render import (
 )
 from sam2ui.core.render import union as region_union
 
-from .objects import ObjectTable, check_box, check_click
+from .objects import (
+    DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_PROMPTS,
+    ObjectTable,
+    check_box,
+    check_click,
+    check_limit,
+    check_prompt_room,
+)
 from .prompts import Click, FramePrompts
 
 if TYPE_CHECKING:
@@ -55,6 +63,11 @@ class VideoObject:
     color: Color
     prompts: dict[int, FramePrompts] = field(default_factory=dict)
 
+    @property
+    def prompt_count(self) -> int:
+        """Clicks and boxes on every frame."""
+        return sum(len(fp.clicks) + (fp.box is not None) for fp in self.prompts.values())
+
 
 @dataclass(frozen=True)
 class PropagationStep:
@@ -73,6 +86,10 @@ class VideoAnnotator(ObjectTable[VideoObject]):
             the model).
         video: anything ``predictor.init_state`` accepts (file path, frame folder, frames).
         offload_state_to_cpu: passed to ``init_state``.
+        max_prompts: most prompts (clicks and boxes, all frames) of one object (``None``:
+            no limit); past it, and past ``max_objects`` objects, a change raises
+            :class:`~sam2ui.core.annotate.objects.LimitReached` (a ValueError).
+        max_objects: most objects at once (``None``: no limit).
 
     Objects join the predictor's session with their first prompt; an object whose last
     prompt is undone or cleared leaves it again (with its tracked masks), since there is
@@ -86,8 +103,11 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         video: Any,
         *,
         offload_state_to_cpu: bool = False,
+        max_prompts: int | None = DEFAULT_MAX_PROMPTS,
+        max_objects: int | None = DEFAULT_MAX_OBJECTS,
     ) -> None:
-        super().__init__()
+        super().__init__(max_objects)
+        self.max_prompts = check_limit("max_prompts", max_prompts)
         self.predictor = predictor
         self._session: VideoSession | None = predictor.init_state(
             video, offload_state_to_cpu=offload_state_to_cpu
@@ -167,6 +187,7 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         correction (it becomes a conditioning frame): propagate again to carry it on."""
         obj, f = self._obj(obj_id), self._frame_idx(frame_idx)
         fx, fy = check_click(x, y, *self.size)
+        check_prompt_room(obj_id, obj.prompt_count, self.max_prompts)
         new = obj.prompts.get(f, FramePrompts()).copy()
         new.clicks.append(Click(fx, fy, bool(positive)))
         return self._change(obj, f, new)
@@ -179,6 +200,8 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         obj, f = self._obj(obj_id), self._frame_idx(frame_idx)
         new = obj.prompts.get(f, FramePrompts()).copy()
         new.box = check_box(x0, y0, x1, y1, *self.size)
+        if f not in obj.prompts or obj.prompts[f].box is None:  # a new prompt, not a replaced box
+            check_prompt_room(obj_id, obj.prompt_count, self.max_prompts)
         return self._change(obj, f, new)
 
     def remove_click(self, frame_idx: int, obj_id: int, index: int) -> dict[int, np.ndarray]:

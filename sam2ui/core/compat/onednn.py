@@ -14,6 +14,12 @@ sam2ui caps both caches at :data:`KERNEL_CACHE_ENTRIES` entries (measured: no sl
 entries than at 1024). Both variables are read by oneDNN the first time it runs in the process;
 they are set (unless already set: a user's value wins) when the engine is imported, so the cap
 holds when sam2ui is imported before anything else in the process has run a oneDNN kernel.
+torch has no call that resizes the caches later (PyTorch 2.13 exports none, and oneDNN's
+``dnnl_set_primitive_cache_capacity`` is not visible in its libraries): where other CPU work
+ran first, set both variables before Python starts. The prompt path does not depend on the
+cap: the mask decoder's products with one row per prompt token run at a few bucketed row
+counts (:func:`sam2ui.core.modeling.layers.bucket_rows`), so 2,000 predictions with 1 to 200
+points leave the process within a few MB even with oneDNN's default 1024 entries.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from torch import nn
 
 from sam2ui.core.compat import torch_ops
 
-from .layers import ONEDNN_MIN_ROWS, fast_cpu_kernels, linear
+from .layers import ONEDNN_MIN_ROWS, bucketed_linear, fast_cpu_kernels, linear, pad_rows
 
 # Measured on the 2-core development machine against the fused kernel (float32 / bfloat16):
 # memory attention, ~29k keys, one head of 256: 655 -> 364 ms / 629 -> 207 ms; Hiera global
@@ -136,8 +136,9 @@ def token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
 
 
 def _product(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ w.T (+ bias) through oneDNN, for 2-D x and w."""
-    return torch_ops.fused_linear(x, w, bias)
+    """x @ w.T (+ bias) through oneDNN, for 2-D x and w; x's rows (heads x prompt tokens)
+    bucketed, so that the number of prompts does not make new kernels."""
+    return bucketed_linear(x, w, bias)
 
 
 def _folds(x: torch.Tensor, tokens: torch.Tensor, proj: nn.Linear) -> bool:
@@ -175,8 +176,9 @@ def tokens_to_image_attention(
     mixed = []
     for i in range(b):
         xk, xv = x_k[min(i, x_k.shape[0] - 1)], x_v[min(i, x_v.shape[0] - 1)]
-        weights = torch.softmax(_product(q_fold[i], xk), dim=-1)  # (heads * Nq, N)
-        mixed.append(_product(weights, xv.t()))  # (heads * Nq, C): weighted image tokens
+        # Zero rows up to the bucket, carried through both products and dropped at the end.
+        weights = torch.softmax(_product(pad_rows(q_fold[i]), xk), dim=-1)  # (heads * Nq, N)
+        mixed.append(_product(weights, xv.t())[: heads * nq])  # (heads * Nq, C)
     y = torch.stack(mixed).view(b, heads, nq, -1)
     w_v = v_proj.weight.view(heads, head_dim, -1)
     out = y @ w_v.transpose(1, 2) + v_proj.bias.view(heads, 1, head_dim)  # (B, heads, Nq, hd)
@@ -217,7 +219,10 @@ def image_to_tokens_attention(
     v_h = v.view(b, nk, heads, head_dim).transpose(1, 2)
     # Each token's value mapped through its head's slice of W_o: (B, heads * Nk, C_out).
     w_o = out_proj.weight.view(-1, heads, head_dim).permute(1, 2, 0)  # (H, hd, C_out)
-    v_fold_t = (v_h @ w_o).reshape(b, heads * nk, -1).transpose(1, 2).contiguous()
+    v_fold = (v_h @ w_o).reshape(b, heads * nk, -1)
+    # The product below sums over heads x tokens: zero terms up to the bucket of that depth
+    # (see layers.bucket_rows), so that the number of prompts does not make new kernels.
+    v_fold_t = torch.stack([pad_rows(v) for v in v_fold]).transpose(1, 2).contiguous()
     if q is None:
         assert q_proj is not None
         # Per head, the keys mapped back through W_q, and b_q . k per key.
@@ -233,9 +238,8 @@ def image_to_tokens_attention(
             scores_t = (k_h[i] @ q_t).view(heads * nk, -1)
         weights_t = torch.softmax(scores_t.view(heads, nk, -1), dim=1).view(heads * nk, -1)
         res = residual[min(i, residual.shape[0] - 1)]
-        out.append(
-            torch_ops.fused_linear_add(weights_t.t().contiguous(), res, v_fold_t[i], out_proj.bias)
-        )
+        weights = pad_rows(weights_t).t().contiguous()
+        out.append(torch_ops.fused_linear_add(weights, res, v_fold_t[i], out_proj.bias))
     return out[0].unsqueeze(0) if b == 1 else torch.stack(out)
 
 

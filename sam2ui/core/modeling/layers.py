@@ -64,13 +64,56 @@ def linear(
         and x.dtype == weight.dtype
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
-        return torch_ops.fused_linear(x, weight, bias, activation)
+        return bucketed_linear(x, weight, bias, activation)
     y = F.linear(x, weight, bias)
     if activation == "relu":
         return F.relu(y)
     if activation == "gelu":
         return F.gelu(y)
     return y
+
+
+# oneDNN builds, and keeps in its caches, a kernel for every new shape of a product (see
+# sam2ui.core.compat.onednn). The mask decoder's prompt tokens come in any number, one more
+# with each click, so their products would meet a new shape at almost every click: a kernel
+# built each time and kept. Products of a few rows therefore run at a bucketed row count (the
+# next power of two from 8, zero rows added and dropped again), so that every number of
+# prompts up to the largest bucket uses one of a handful of kernels. Rows are independent in
+# a matrix product; measured on the development machine (AVX-512), the bucketed results are
+# bit-identical to the unpadded ones for 2 to 1024 rows, float32 and bfloat16. One row keeps
+# its own (matrix-vector) kernel, whose results differ.
+BUCKET_ROWS_UP_TO = 1024
+
+
+def bucket_rows(rows: int) -> int:
+    """The row count a oneDNN product of ``rows`` rows runs at (see above)."""
+    if rows <= 1 or rows > BUCKET_ROWS_UP_TO:
+        return rows
+    return max(8, 1 << (rows - 1).bit_length())
+
+
+def bucketed_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+) -> torch.Tensor:
+    """``torch_ops.fused_linear`` with the rows of ``x`` (all but its last axis) padded to
+    :func:`bucket_rows`; the result has the rows of ``x`` only."""
+    features = x.shape[-1]
+    rows = x.numel() // features if features else 0
+    if bucket_rows(rows) == rows:
+        return torch_ops.fused_linear(x, weight, bias, activation)
+    y = torch_ops.fused_linear(pad_rows(x.reshape(rows, features)), weight, bias, activation)
+    return y[:rows].reshape(*x.shape[:-1], y.shape[-1])
+
+
+def pad_rows(x: torch.Tensor) -> torch.Tensor:
+    """A 2-D ``x`` with zero rows added up to :func:`bucket_rows` (``x`` itself when none)."""
+    rows = x.shape[0]
+    padded_rows = bucket_rows(rows)
+    if padded_rows == rows:
+        return x
+    padded = x.new_zeros(padded_rows, x.shape[1])
+    padded[:rows] = x
+    return padded
 
 
 class Linear(nn.Linear):

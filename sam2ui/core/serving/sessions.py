@@ -4,30 +4,38 @@ A :class:`SessionManager` keys each user's state (an image predictor holding its
 :class:`~sam2ui.core.video.state.VideoSession`, anything) by an unguessable id. Work on a
 session happens inside ``with manager.use(session_id) as session:``, which serialises users of
 one session (a per-session lock) while different sessions run in parallel. After each ``use``
-block the session's memory is re-estimated (:func:`estimate_nbytes`) and the least recently
-used idle sessions are evicted until the total fits the budget; a session in use is never
+block the session's memory is re-estimated (:func:`estimate_nbytes`).
+
+Admission, not eviction of active people: a new session is admitted only when it fits the
+count and memory limits, after evicting sessions unused for longer than ``active_window_s``
+(least recently used first); a session used more recently, or in use, is never evicted to
+make room, and the new one is refused with :class:`ServerFull` instead. Idle sessions end
+by :meth:`SessionManager.evict_idle` (the app calls it with its idle timeout). A session that
+is gone raises :class:`SessionNotFound`, which says whether it was closed, expired or
 evicted. A long propagation runs through :meth:`SessionManager.run_cancellable` and stops
 between frames when :meth:`SessionManager.cancel` is called, keeping what it has yielded.
 """
 
 from __future__ import annotations
 
-import hashlib
+import math
 import secrets
 import threading
 import time
-import types
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-import numpy as np
-import torch
+from .admission import Cause, Ended, ServerFull, SessionNotFound, id_prefix
+from .footprint import estimate_nbytes
 
 __all__ = [
+    "DEFAULT_ACTIVE_WINDOW_S",
     "CancellableIterator",
+    "Ended",
+    "ServerFull",
     "Session",
     "SessionInfo",
     "SessionManager",
@@ -36,96 +44,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-PREFIX_LEN = 8  # characters of an id's tag (a hash) shown in messages and listings
 _FORGET_AFTER = 1024  # how many ended sessions are remembered for error messages
-
-
-# Objects the memory walk does not enter: models are shared (owned by the model cache), the
-# rest hold no per-session arrays.
-_OPAQUE = (
-    torch.nn.Module,
-    type,
-    types.ModuleType,
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.MethodType,
-    threading.Thread,
-    str,
-    bytes,
-    bytearray,
-)
-
-
-def estimate_nbytes(state: Any) -> int:
-    """Bytes of the torch tensors and numpy arrays reachable from ``state``.
-
-    Walks containers, dataclasses and objects' attributes (``__dict__`` and ``__slots__``).
-    A storage shared by several tensors or views, or an array and its views, counts once.
-    ``torch.nn.Module`` instances are skipped: models are shared through the model cache and
-    are not a session's memory.
-    """
-    seen_objects: set[int] = set()
-    seen_storage: set[tuple[str, int]] = set()
-    total = 0
-    stack: list[Any] = [state]
-    while stack:
-        obj = stack.pop()
-        if obj is None or isinstance(obj, (int, float, bool, complex)) or id(obj) in seen_objects:
-            continue
-        seen_objects.add(id(obj))
-        if isinstance(obj, torch.Tensor):
-            try:
-                storage = obj.untyped_storage()
-            except (RuntimeError, NotImplementedError):  # sparse and other storage-less kinds
-                continue
-            ident = (str(obj.device), storage.data_ptr())
-            if ident not in seen_storage:
-                seen_storage.add(ident)
-                total += storage.nbytes()
-        elif isinstance(obj, np.ndarray):
-            base = obj
-            while isinstance(base.base, np.ndarray):
-                base = base.base
-            ident = ("numpy", id(base))
-            if ident not in seen_storage:
-                seen_storage.add(ident)
-                total += base.nbytes
-        elif isinstance(obj, _OPAQUE):
-            continue
-        elif isinstance(obj, dict):
-            stack.extend(obj.keys())
-            stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            stack.extend(obj)
-        else:
-            stack.extend(getattr(obj, "__dict__", {}).values())
-            for cls in type(obj).__mro__:
-                for name in getattr(cls, "__slots__", ()):
-                    if isinstance(name, str) and hasattr(obj, name):
-                        stack.append(getattr(obj, name))
-    return total
-
-
-def id_prefix(session_id: str) -> str:
-    """The short, non-secret tag of an id used in messages, logs and listings: the start of
-    its SHA-256, so that nothing of the id itself is shown."""
-    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:PREFIX_LEN]
-
-
-class SessionNotFound(KeyError):
-    """No live session has this id: it never existed, was closed, or was evicted.
-
-    The message (and ``args``) name only the id's tag (:func:`id_prefix`, a hash), so logs
-    and error pages leak nothing of the id.
-    """
-
-    def __init__(self, session_id: str, reason: str = "unknown, closed or evicted") -> None:
-        self.prefix = id_prefix(session_id)
-        super().__init__(self.prefix)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"no session {self.prefix}… ({self.reason})"
+# A session used within this many seconds is never evicted to make room for another.
+DEFAULT_ACTIVE_WINDOW_S = 300.0
 
 
 @dataclass(eq=False)
@@ -206,12 +127,14 @@ def _close_state(state: Any) -> None:
 
 
 class SessionManager:
-    """Thread-safe registry of sessions with LRU and idle eviction under a memory budget.
+    """Thread-safe registry of sessions, admitting new ones under a count and memory limit.
 
     Args:
         memory_budget: total bytes of session state to keep (``None``: no limit).
-        max_sessions: most sessions to keep (``None``: no limit); the least recently used idle
-            ones go first.
+        max_sessions: most sessions to keep (``None``: no limit).
+        active_window_s: a session used within this many seconds is never evicted to make
+            room for a new one (the new one is refused with :class:`ServerFull`); older
+            idle sessions are evicted, least recently used first, when room is needed.
         clock: seconds as a float, for ``created``/``last_used`` and idle times (default
             ``time.monotonic``); tests pass a fake.
         estimate: bytes of one session's state (default :func:`estimate_nbytes`).
@@ -222,6 +145,7 @@ class SessionManager:
         memory_budget: int | None = None,
         *,
         max_sessions: int | None = None,
+        active_window_s: float = DEFAULT_ACTIVE_WINDOW_S,
         clock: Callable[[], float] = time.monotonic,
         estimate: Callable[[Any], int] = estimate_nbytes,
     ) -> None:
@@ -229,33 +153,46 @@ class SessionManager:
             raise ValueError(f"memory_budget must be >= 0, got {memory_budget}")
         if max_sessions is not None and max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        if not (active_window_s >= 0 and math.isfinite(active_window_s)):
+            raise ValueError(f"active_window_s must be >= 0, got {active_window_s}")
         self.memory_budget = memory_budget
         self.max_sessions = max_sessions
+        self.active_window_s = float(active_window_s)
         self._clock = clock
         self._estimate = estimate
         self._lock = threading.Lock()  # guards the dicts and every Session's bookkeeping
         self._sessions: dict[str, Session] = {}
-        self._ended: OrderedDict[str, str] = OrderedDict()  # id -> why it ended
+        self._ended: OrderedDict[str, Ended] = OrderedDict()  # id -> how it ended
 
     # ------------------------------------------------------------------ lifecycle
     def create(self, state: Any, kind: str | None = None) -> str:
         """Register ``state`` as a new session and return its id (``secrets.token_urlsafe``).
 
-        Other idle sessions may be evicted to fit the budget; the new one is kept even if it
-        alone exceeds it.
+        Sessions idle for longer than ``active_window_s`` may be evicted to make room. When
+        there is no room even so, raises :class:`ServerFull` and registers nothing (the
+        caller keeps ``state``, and closes it). A session alone on the server is admitted
+        even when it exceeds the memory budget.
         """
         nbytes = self._estimate(state)
         now = self._clock()
         with self._lock:
+            evicted = self._make_room(nbytes, now)
             session_id = secrets.token_urlsafe(16)
             while session_id in self._sessions:  # pragma: no cover - 128 random bits
                 session_id = secrets.token_urlsafe(16)
             self._sessions[session_id] = Session(
                 session_id, kind or type(state).__name__, state, now, now, nbytes
             )
-            evicted = self._enforce_limits(protect=session_id)
         self._close_all(evicted)
         return session_id
+
+    def admit(self, nbytes: int = 0) -> None:
+        """Raise :class:`ServerFull` unless a session of ``nbytes`` would be admitted now
+        (evicting long-idle sessions to make room, as :meth:`create` would). Call it before
+        costly work (an image's embedding) whose result would be refused."""
+        with self._lock:
+            evicted = self._make_room(nbytes, self._clock())
+        self._close_all(evicted)
 
     def close(self, session_id: str) -> None:
         """End a session: drop it and call its state's ``close()`` if it has one.
@@ -267,7 +204,7 @@ class SessionManager:
         """
         with self._lock:
             session = self._lookup(session_id)
-            self._end(session, "closed")
+            self._end(session, "closed", self._clock())
             session.cancel_event.set()
         with session.lock:
             self._release_state(session)
@@ -276,8 +213,9 @@ class SessionManager:
         """Close every session (waiting for those in use)."""
         with self._lock:
             sessions = list(self._sessions.values())
+            now = self._clock()
             for session in sessions:
-                self._end(session, "closed")
+                self._end(session, "closed", now)
         for session in sessions:
             with session.lock:
                 self._release_state(session)
@@ -286,9 +224,11 @@ class SessionManager:
     def use(self, session_id: str) -> Generator[Session, None, None]:
         """Hold the session exclusively for the block; yields the :class:`Session`.
 
-        Raises :class:`SessionNotFound` for an unknown, closed or evicted id. On exit the
-        session's memory is re-estimated and the budget enforced by evicting other idle
-        sessions (this one is kept even if it alone exceeds the budget).
+        Raises :class:`SessionNotFound` for an unknown, closed, expired or evicted id. On exit
+        the session's memory is re-estimated; when the total is then over the budget,
+        sessions idle for longer than ``active_window_s`` are evicted (never this one, nor
+        any used more recently: the total may stay over the budget until they end, and new
+        sessions are refused meanwhile).
         """
         with self._lock:
             session = self._lookup(session_id)
@@ -296,7 +236,7 @@ class SessionManager:
         try:
             with session.lock:
                 if session.closed:
-                    raise SessionNotFound(session_id, self._ended.get(session_id, "closed"))
+                    raise SessionNotFound(session_id, self._ended.get(session_id))
                 session.last_used = self._clock()
                 try:
                     yield session
@@ -308,7 +248,7 @@ class SessionManager:
         finally:
             with self._lock:
                 session.users -= 1
-                evicted = self._enforce_limits(protect=session.id)
+                evicted = self._evict_for(0, 0, self._clock())
             self._close_all(evicted)
 
     # ------------------------------------------------------------------ cancellation
@@ -349,34 +289,77 @@ class SessionManager:
 
     # ------------------------------------------------------------------ eviction
     def evict_idle(self, max_idle_s: float) -> int:
-        """Close the idle sessions unused for more than ``max_idle_s``; how many were."""
+        """End the sessions not in use and unused for more than ``max_idle_s`` (they
+        "expired"); returns how many."""
         now = self._clock()
         with self._lock:
             stale = [
                 s for s in self._sessions.values() if not s.busy and now - s.last_used > max_idle_s
             ]
             for session in stale:
-                self._end(session, "evicted after idling")
+                self._end(session, "expired", now)
         self._close_all(stale)
         return len(stale)
 
-    def _enforce_limits(self, protect: str | None = None) -> list[Session]:
-        """Under ``self._lock``: end LRU idle sessions until within the limits; the ended."""
-        evicted: list[Session] = []
-        candidates = sorted(
-            (s for s in self._sessions.values() if not s.busy and s.id != protect),
+    def _evictable(self, now: float) -> list[Session]:
+        """Under ``self._lock``: sessions that may be evicted to make room, LRU first."""
+        return sorted(
+            (
+                s
+                for s in self._sessions.values()
+                if not s.busy and now - s.last_used > self.active_window_s
+            ),
             key=lambda s: s.last_used,
         )
-        total = sum(s.memory_bytes for s in self._sessions.values())
-        for session in candidates:
-            over_memory = self.memory_budget is not None and total > self.memory_budget
-            over_count = self.max_sessions is not None and len(self._sessions) > self.max_sessions
-            if not (over_memory or over_count):
+
+    def _over(self, count: int, total: int) -> Literal["sessions", "memory"] | None:
+        if self.max_sessions is not None and count > self.max_sessions:
+            return "sessions"
+        if self.memory_budget is not None and total > self.memory_budget and count > 1:
+            return "memory"
+        return None
+
+    def _evict_for(self, new_sessions: int, new_bytes: int, now: float) -> list[Session]:
+        """Under ``self._lock``: evict LRU sessions idle past the active window until
+        ``new_sessions`` more sessions of ``new_bytes`` fit, or none is left to evict; the
+        evicted sessions."""
+        count = len(self._sessions) + new_sessions
+        total = sum(s.memory_bytes for s in self._sessions.values()) + new_bytes
+        evicted: list[Session] = []
+        for session in self._evictable(now):
+            if self._over(count, total) is None:
                 break
+            count -= 1
             total -= session.memory_bytes
-            self._end(session, "evicted to free memory" if over_memory else "evicted: too many")
+            self._end(session, "evicted", now)
             evicted.append(session)
         return evicted
+
+    def _make_room(self, nbytes: int, now: float) -> list[Session]:
+        """Under ``self._lock``: room for one more session of ``nbytes`` (evicting sessions
+        idle past the active window, only when that makes it fit), or :class:`ServerFull`."""
+        candidates = self._evictable(now)
+        count = len(self._sessions) + 1
+        total = sum(s.memory_bytes for s in self._sessions.values()) + nbytes
+        needed = 0
+        for session in candidates:
+            if self._over(count, total) is None:
+                break
+            count -= 1
+            total -= session.memory_bytes
+            needed += 1
+        what = self._over(count, total)
+        if what is not None:
+            protected = [s for s in self._sessions.values() if s not in candidates]
+            idle = [s.last_used + self.active_window_s - now for s in protected if not s.busy]
+            raise ServerFull(
+                what,
+                live=len(self._sessions),
+                retry_after_s=min(idle) if idle else 60.0,
+            )
+        for session in candidates[:needed]:
+            self._end(session, "evicted", now)
+        return candidates[:needed]
 
     # ------------------------------------------------------------------ queries
     def list_sessions(self) -> list[SessionInfo]:
@@ -392,6 +375,11 @@ class SessionManager:
         with self._lock:
             return sum(s.memory_bytes for s in self._sessions.values())
 
+    def ended(self, session_id: str) -> Ended | None:
+        """How a recently ended session ended (None: live, unknown, or long forgotten)."""
+        with self._lock:
+            return self._ended.get(session_id)
+
     def __contains__(self, session_id: object) -> bool:
         with self._lock:
             return session_id in self._sessions
@@ -405,15 +393,16 @@ class SessionManager:
         """Under ``self._lock``: the live session or :class:`SessionNotFound`."""
         session = self._sessions.get(session_id) if isinstance(session_id, str) else None
         if session is None:
-            raise SessionNotFound(str(session_id), self._ended.get(session_id, "unknown id"))
+            ended = self._ended.get(session_id) if isinstance(session_id, str) else None
+            raise SessionNotFound(str(session_id), ended)
         return session
 
-    def _end(self, session: Session, reason: str) -> None:
-        """Under ``self._lock``: remove ``session``, remembering why."""
+    def _end(self, session: Session, cause: Cause, now: float) -> None:
+        """Under ``self._lock``: remove ``session``, remembering how it ended."""
         self._sessions.pop(session.id, None)
         session.closed = True
         session.cancel_event.set()  # a run still iterating stops at its next item
-        self._ended[session.id] = reason
+        self._ended[session.id] = Ended(cause, max(0.0, now - session.last_used))
         while len(self._ended) > _FORGET_AFTER:
             self._ended.popitem(last=False)
 

@@ -30,13 +30,14 @@ at video resolution (:class:`ResultStore`), one bit a pixel, zlib-compressed whe
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from sam2ui.core.masks import PackedMask
 
 from .spill import SpillRef
 
@@ -145,47 +146,6 @@ def stored_counts(outputs: dict[int, FrameOutput]) -> tuple[int, int, int]:
             features += 1
             nbytes += out.memory_features.numel() * out.memory_features.element_size()
     return features, pointers, nbytes
-
-
-@dataclass(frozen=True)
-class PackedMask:
-    """A boolean (H, W) mask, 8 pixels a byte (``np.packbits`` of the flattened mask), then
-    zlib-compressed when that is smaller (masks are mostly runs: a 480p mask of 51 KB packed
-    is typically 1-3 KB), so kept results cost little RAM on long videos."""
-
-    data: bytes
-    shape: tuple[int, int]
-    compressed: bool = False
-    filled: bool = True  # whether any pixel is set (an object lost from view has an empty mask)
-
-    @classmethod
-    def pack(cls, mask: np.ndarray | torch.Tensor) -> PackedMask:
-        """Pack a boolean (H, W) mask (logits are taken as ``> 0``)."""
-        if isinstance(mask, torch.Tensor):
-            mask = mask.detach().cpu().numpy()
-        arr = np.asarray(mask)
-        if arr.ndim != 2:
-            raise ValueError(f"a mask to pack must be 2-D, got shape {arr.shape}")
-        if arr.dtype != np.bool_:
-            arr = arr > 0
-        raw = np.packbits(arr.ravel()).tobytes()
-        small = zlib.compress(raw, 1)
-        shape = (int(arr.shape[0]), int(arr.shape[1]))
-        filled = bool(arr.any())
-        if len(small) < len(raw):
-            return cls(small, shape, True, filled)
-        return cls(raw, shape, False, filled)
-
-    def unpack(self) -> np.ndarray:
-        """The (H, W) boolean mask."""
-        count = self.shape[0] * self.shape[1]
-        raw = zlib.decompress(self.data) if self.compressed else self.data
-        bits = np.frombuffer(raw, dtype=np.uint8)
-        return np.unpackbits(bits, count=count).astype(bool).reshape(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.data)
 
 
 class ResultStore:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling.config import get_config
 from sam2ui.core.serving.sessions import (
     CancellableIterator,
+    ServerFull,
     SessionManager,
     SessionNotFound,
     estimate_nbytes,
@@ -38,6 +40,16 @@ class Closable:
 
     def close(self) -> None:
         self.closed = True
+
+
+def data_bytes(state: object) -> int:
+    """The estimate of these tests: a Closable's array alone."""
+    return int(state.data.nbytes) if isinstance(state, Closable) else 0
+
+
+def lru_manager(clock: FakeClock, **kwargs: object) -> SessionManager:
+    """A manager that may evict any idle session to make room (no active window)."""
+    return SessionManager(clock=clock, active_window_s=0, estimate=data_bytes, **kwargs)  # type: ignore[arg-type]
 
 
 def frames(n: int, log: list[str]) -> Iterator[int]:
@@ -72,8 +84,12 @@ def test_ids_are_unguessable_and_errors_name_only_a_prefix() -> None:
 def test_estimate_counts_each_storage_once_and_skips_models() -> None:
     t = torch.zeros(100, dtype=torch.float32)  # 400 bytes
     a = np.zeros(50, np.float64)  # 400 bytes
-    state = {"t": t, "view": t[10:20], "again": [t, (t.view(10, 10),)], "a": a, "av": a[::2]}
-    assert estimate_nbytes(state) == 800
+    inner = (t.view(10, 10),)
+    again = [t, inner]
+    state = {"t": t, "view": t[10:20], "again": again, "a": a, "av": a[::2]}
+    # The storages once each, and the containers and keys that hold them.
+    containers = sum(map(sys.getsizeof, (state, again, inner, *state)))
+    assert estimate_nbytes(state) == 800 + containers
 
     class Holder:
         __slots__ = ("x",)
@@ -81,9 +97,16 @@ def test_estimate_counts_each_storage_once_and_skips_models() -> None:
         def __init__(self) -> None:
             self.x = torch.ones(3, dtype=torch.int64)
 
-    assert estimate_nbytes({"h": Holder(), "m": torch.nn.Linear(100, 100), "s": "text"}) == 24
+    holder = Holder()
+    state2 = {"h": holder, "m": torch.nn.Linear(100, 100), "s": "text"}
+    python = sum(map(sys.getsizeof, (state2, holder, "h", "m", "s", "text")))
+    assert estimate_nbytes(state2) == 24 + python  # the model's 40 KB of weights are not
     with torch.inference_mode():
-        assert estimate_nbytes([torch.ones(4)]) == 16
+        one = [torch.ones(4)]
+        assert estimate_nbytes(one) == 16 + sys.getsizeof(one)
+    # Packed masks are bytes: counted at their size.
+    packed = bytes(1000)
+    assert estimate_nbytes([packed]) == sys.getsizeof([packed]) + sys.getsizeof(packed) > 1000
 
 
 def test_image_predictor_session_counts_its_embedding_not_the_model() -> None:
@@ -91,7 +114,7 @@ def test_image_predictor_session_counts_its_embedding_not_the_model() -> None:
     model = build_sam2(replace(get_config("sam2.1-hiera-tiny"), image_size=256))
     manager = SessionManager()
     sid = manager.create(SAM2ImagePredictor(model), kind="image")
-    assert manager.list_sessions()[0].memory_bytes == 0
+    assert manager.list_sessions()[0].memory_bytes < 1000  # no image: a few Python objects
     with manager.use(sid) as session:
         session.state.set_image(np.zeros((40, 60, 3), np.uint8))
     info = manager.list_sessions()[0]
@@ -147,7 +170,7 @@ def test_one_session_is_serialised() -> None:
 
 def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
     clock = FakeClock()
-    manager = SessionManager(memory_budget=300, clock=clock)
+    manager = lru_manager(clock, memory_budget=300)
     states = [Closable(100) for _ in range(5)]
     ids = []
     for state in states[:3]:
@@ -160,7 +183,7 @@ def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
     ids.append(manager.create(states[3]))
     assert ids[1] not in manager and states[1].closed and states[1].data is not None
     assert [ids[0] in manager, ids[2] in manager, ids[3] in manager] == [True] * 3
-    with pytest.raises(SessionNotFound, match="evicted to free memory"), manager.use(ids[1]):
+    with pytest.raises(SessionNotFound, match="evicted to make room after"), manager.use(ids[1]):
         pass
     # Session 2 is now the LRU, but it is busy: session 0 goes instead.
     with manager.use(ids[2]):
@@ -173,7 +196,7 @@ def test_lru_eviction_under_budget_and_busy_sessions_are_kept() -> None:
 
 def test_growth_inside_use_triggers_eviction_and_oversized_session_is_kept() -> None:
     clock = FakeClock()
-    manager = SessionManager(memory_budget=1000, clock=clock)
+    manager = lru_manager(clock, memory_budget=1000)
     small = manager.create(Closable(100))
     clock.now += 1
     big = manager.create(Closable(0))
@@ -185,7 +208,7 @@ def test_growth_inside_use_triggers_eviction_and_oversized_session_is_kept() -> 
 
 def test_max_sessions() -> None:
     clock = FakeClock()
-    manager = SessionManager(max_sessions=2, clock=clock)
+    manager = lru_manager(clock, max_sessions=2)
     first = manager.create("a")
     clock.now += 1
     manager.create("b")
@@ -289,8 +312,11 @@ def test_idle_eviction_with_fake_clock() -> None:
         assert manager.evict_idle(60) == 1
     assert old.closed and not busy.closed and not fresh.closed
     assert old_id not in manager and busy_id in manager and fresh_id in manager
-    with pytest.raises(SessionNotFound, match="idling"), manager.use(old_id):
+    expired = r"expired after 1\.5 minutes idle"
+    with pytest.raises(SessionNotFound, match=expired) as info, manager.use(old_id):
         pass
+    assert info.value.ended is not None and info.value.ended.cause == "expired"
+    assert info.value.ended.idle_s == 90
     clock.now += 61
     assert manager.evict_idle(60) == 2 and len(manager) == 0 and busy.closed
 
@@ -319,3 +345,91 @@ def test_close_waits_for_user_and_clear() -> None:
         manager.create(other)
     manager.clear()
     assert len(manager) == 0 and all(o.closed for o in others)
+
+
+def test_full_server_refuses_a_newcomer_instead_of_evicting_active_people() -> None:
+    clock = FakeClock()
+    manager = SessionManager(max_sessions=2, active_window_s=300, clock=clock, estimate=data_bytes)
+    first, second = Closable(), Closable()
+    first_id, second_id = manager.create(first), manager.create(second)
+    clock.now += 120  # both used 2 minutes ago: between two clicks
+    newcomer = Closable()
+    with pytest.raises(ServerFull) as info:
+        manager.create(newcomer)
+    full = info.value
+    assert full.what == "sessions" and full.live == 2
+    assert full.retry_after_s == 180 and full.retry_minutes == 3
+    assert (
+        str(full) == "the server is full: 2 people hold every session slot; try again in 3 minutes"
+    )
+    assert first_id in manager and second_id in manager and not first.closed
+    assert not newcomer.closed and len(manager) == 2  # the refused state stays the caller's
+    with pytest.raises(ServerFull):
+        manager.admit()
+    # Past the active window the least recently used idle session makes room.
+    with manager.use(second_id):
+        clock.now += 200
+    third_id = manager.create(newcomer)
+    assert first_id not in manager and first.closed and third_id in manager
+    with pytest.raises(SessionNotFound) as gone:
+        manager.close(first_id)
+    assert gone.value.ended is not None and gone.value.ended.cause == "evicted"
+    assert gone.value.ended.idle_s == 320
+    assert str(gone.value).endswith("(evicted to make room after 5.3 minutes idle)")
+
+
+def test_memory_budget_admission_and_a_session_in_use_is_never_evicted() -> None:
+    clock = FakeClock()
+    manager = SessionManager(
+        memory_budget=250, active_window_s=60, clock=clock, estimate=data_bytes
+    )
+    old_id = manager.create(Closable(100))
+    busy_id = manager.create(Closable(100))
+    clock.now += 30
+    with pytest.raises(ServerFull) as info:
+        manager.create(Closable(100))
+    assert info.value.what == "memory" and info.value.retry_after_s == 30
+    manager.admit(50)  # a small one fits
+    with manager.use(busy_id):
+        clock.now += 100  # both are past the window now, but busy_id is in use
+        manager.admit(100)  # room made by evicting the idle one only
+        assert old_id not in manager and busy_id in manager
+        manager.create(Closable(100))
+        with pytest.raises(ServerFull) as again:
+            manager.create(Closable(100))
+    assert again.value.live == 2
+    # A session alone on the server is admitted whatever its size.
+    alone = SessionManager(memory_budget=10, estimate=data_bytes)
+    alone.create(Closable(1000))
+    assert len(alone) == 1
+
+
+def test_growth_past_the_budget_keeps_active_sessions() -> None:
+    clock = FakeClock()
+    manager = SessionManager(
+        memory_budget=1000, active_window_s=60, clock=clock, estimate=data_bytes
+    )
+    small = manager.create(Closable(100))
+    clock.now += 10
+    big = manager.create(Closable(0))
+    with manager.use(big) as session:
+        session.state.data = np.zeros(2000, np.uint8)
+    assert small in manager and manager.total_memory() == 2100  # over, but nobody is evicted
+    with pytest.raises(ServerFull):
+        manager.admit()
+    clock.now += 61
+    with manager.use(big):
+        pass
+    assert small not in manager and manager.total_memory() == 2000
+
+
+def test_closed_and_unknown_sessions_say_so() -> None:
+    manager = SessionManager()
+    sid = manager.create(Closable())
+    manager.close(sid)
+    assert manager.ended(sid) is not None and manager.ended(sid).cause == "closed"  # type: ignore[union-attr]
+    with pytest.raises(SessionNotFound) as info, manager.use("never-was"):
+        pass
+    assert info.value.ended is None and str(info.value) == "no session never-wa… (unknown id)"
+    with pytest.raises(ValueError, match="active_window_s"):
+        SessionManager(active_window_s=-1)

@@ -188,7 +188,7 @@ def test_disk_budget_hit_mid_video_loses_nothing(model, video, offline):
 
 def test_session_manager_close_and_eviction_delete_the_files(model, video):
     predictor = SAM2VideoPredictor(model, fill_hole_area=0)
-    manager = SessionManager(max_sessions=1)
+    manager = SessionManager(max_sessions=1, active_window_s=0)  # idle ones make room
     directories, ids = [], []
     for _ in range(2):
         session = predictor.init_state(video[:12])
