@@ -344,6 +344,49 @@ class SAM2ImagePredictor:
         (B, 1, 256, 256). Returns masks (B, C, H, W) at the original size (bool, or logits),
         iou_predictions (B, C) and low_res_masks (B, C, 256, 256) clamped to [-32, 32].
         """
+        cleaned, iou, low_res, idx = self._predict_low_res(
+            point_coords, point_labels, boxes, mask_input, multimask_output, img_idx
+        )
+        if return_logits:
+            masks = upsample_logits(cleaned, self._orig_hw[idx])
+        else:
+            # Only the side of the threshold matters: the same masks as thresholding the
+            # upsampled logits, without interpolating pixels away from mask boundaries.
+            masks = upsample_masks(cleaned, self._orig_hw[idx], self.mask_threshold)
+        return masks, iou, low_res
+
+    @torch.inference_mode()
+    def predict_low_res(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_torch` without the upsampling, for callers that upsample only some
+        of the masks (the automatic mask generator).
+
+        Returns the low-resolution logits after the optional hole/sprinkle clean-up
+        (B, C, 256, 256), whose ``upsample_logits(..., orig_hw)`` is exactly the masks of
+        ``predict_torch(..., return_logits=True)``; iou_predictions (B, C); and low_res_masks
+        (B, C, 256, 256) clamped to [-32, 32], as ``predict_torch``'s.
+        """
+        cleaned, iou, low_res, _ = self._predict_low_res(
+            point_coords, point_labels, boxes, mask_input, multimask_output, img_idx
+        )
+        return cleaned, iou, low_res
+
+    def _predict_low_res(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+        img_idx: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         if self._features is None:
             raise RuntimeError("an image must be set with set_image(...) before predict")
         points: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -377,13 +420,7 @@ class SAM2ImagePredictor:
         out = self.model.decode_masks(one, points, mask_input, multimask_output, keys)
         low_res = out.masks.float()
         cleaned = self._clean_low_res(low_res)
-        if return_logits:
-            masks = upsample_logits(cleaned, self._orig_hw[idx])
-        else:
-            # Only the side of the threshold matters: the same masks as thresholding the
-            # upsampled logits, without interpolating pixels away from mask boundaries.
-            masks = upsample_masks(cleaned, self._orig_hw[idx], self.mask_threshold)
-        return masks, out.iou_pred.float(), low_res.clamp(-32.0, 32.0)
+        return cleaned, out.iou_pred.float(), low_res.clamp(-32.0, 32.0), idx
 
     def _clean_low_res(self, low_res: torch.Tensor) -> torch.Tensor:
         """Optional hole/sprinkle clean-up of (B, C, 256, 256) logits, at low resolution."""

@@ -108,6 +108,28 @@ class ReferenceAdapter:
     def predict_torch(self, *args, **kwargs):
         return self.ref._predict(*args, **kwargs)
 
+    def predict_low_res(
+        self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True
+    ):
+        """The reference's logits before upsampling: its post-processing (hole and
+        sprinkle clean-up, then a bilinear resize) run with the low-resolution size as the
+        image size, where the resize is the identity."""
+        saved = self.ref._orig_hw
+        side = self.ref.model.image_size // 4
+        self.ref._orig_hw = [(side, side)]
+        try:
+            return self.ref._predict(
+                point_coords, point_labels, boxes, mask_input, multimask_output, True
+            )
+        finally:
+            self.ref._orig_hw = saved
+
+
+class FullSizeAdapter(ReferenceAdapter):
+    """The adapter without ``predict_low_res``: the generator's fallback path."""
+
+    predict_low_res = None  # type: ignore[assignment]
+
 
 class Memo:
     """Memoises image encodings of a reference model and decodings of its predictors."""
