@@ -33,8 +33,8 @@ from sam2ui.core import (
 )
 
 from .context import AppContext, UserError, check_inside, target_object
-from .zerogpu import on_zero_gpu
 from .views import ObjectRow, object_rows, thumbnail
+from .zerogpu import on_zero_gpu
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
 

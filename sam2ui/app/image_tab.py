@@ -156,6 +156,4 @@ def image_tab(ctx: AppContext) -> None:
         return message, to_value({"note": True, "message": message})
 
     # Not a gradio `cancels=`: the generator stops between batches and keeps what it found.
-    stop.click(
-        on_cancel, [sid], [status, canvas], api_name="image_cancel", concurrency_limit=None
-    )
+    stop.click(on_cancel, [sid], [status, canvas], api_name="image_cancel", concurrency_limit=None)

@@ -145,7 +145,8 @@ def test_segment_everything_cancel_keeps_what_was_found(ctx: AppContext, monkeyp
     assert answers == ["Stopping after the current batch of points…"]
     with ctx.use(sid, "image") as work:
         kept = [o.mask for o in work.annotator.objects.values()]
-    assert view.message == f"Stopped after 64 of 144 points; kept the {len(kept)} objects found so far."
+    kept_note = f"kept the {len(kept)} objects found so far."
+    assert view.message == f"Stopped after 64 of 144 points; {kept_note}"
     assert len(view.objects) == len(kept) > 0
     # The same masks as a run over the first batch's points alone.
     other, _ = h.upload(None, image)

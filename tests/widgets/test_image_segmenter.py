@@ -256,9 +256,11 @@ def test_segment_everything_shows_progress_and_stops_on_request(
         stability_score_thresh=0.0,
     )
     messages = [u["message"] for u in log.updates if "message" in u]
-    assert messages[-3:-1] == ["Segment everything: 16/64 points", "Segment everything: 32/64 points"]
-    assert messages[-1] == f"Stopped after 32 of 64 points; kept the {len(ids)} objects found so far."
+    assert messages[-3:-1] == [f"Segment everything: {n}/64 points" for n in (16, 32)]
+    kept_note = f"kept the {len(ids)} objects found so far."
+    assert messages[-1] == f"Stopped after 32 of 64 points; {kept_note}"
     assert len(ids) > 0 and set(ids) <= set(seg.masks) and seg.selected == ids[0]
     done = len(seg.annotator.objects)
     ids = seg.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    assert seg.message == f"Found {len(ids)} objects." and len(seg.annotator.objects) == done + len(ids)
+    assert seg.message == f"Found {len(ids)} objects."
+    assert len(seg.annotator.objects) == done + len(ids)

@@ -146,9 +146,7 @@ def process_batch(
     for i in range(0, len(keep), chunk):
         idx = keep[i : i + chunk]
         logits = c.upsample(c.logits[idx])
-        stability = calculate_stability_score(
-            logits, f.mask_threshold, f.stability_score_offset
-        )
+        stability = calculate_stability_score(logits, f.mask_threshold, f.stability_score_offset)
         if f.stability_score_thresh > 0.0:
             stable = stability >= f.stability_score_thresh
             idx, stability, logits = idx[stable], stability[stable], logits[stable]

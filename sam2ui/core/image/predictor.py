@@ -27,6 +27,7 @@ from .upsample import upsample_logits, upsample_masks
 # up to float32 rounding (the kernels block rows differently).
 CPU_DECODE_BATCH = 1
 
+
 class SAM2ImagePredictor:
     """Compute an image's embedding once, then predict masks for any number of prompts.
 
