@@ -61,6 +61,20 @@ def add_everything(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser.add_argument(
         "--points-per-batch", type=int, default=64, metavar="N", help="points per batch"
     )
+    parser.add_argument(
+        "--pred-iou-thresh",
+        type=float,
+        default=0.8,
+        metavar="T",
+        help="keep masks whose predicted IoU is above T (default: 0.8)",
+    )
+    parser.add_argument(
+        "--stability-score-thresh",
+        type=float,
+        default=0.95,
+        metavar="T",
+        help="keep masks whose stability score is at least T (default: 0.95)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(parser)
     parser.set_defaults(handler=run_everything, command_parser=parser)
@@ -92,6 +106,12 @@ def run_everything(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         parser.error("--points-per-side must be 1 to 256")
     if args.points_per_batch < 1:
         parser.error("--points-per-batch must be at least 1")
+    for flag, value in (
+        ("--pred-iou-thresh", args.pred_iou_thresh),
+        ("--stability-score-thresh", args.stability_score_thresh),
+    ):
+        if not 0.0 <= value <= 1.0:
+            parser.error(f"{flag} must be in [0, 1]")
     for target in (args.out, args.overlay):
         if target is not None and not target.absolute().parent.is_dir():
             parser.error(f"folder for {target} does not exist")
@@ -121,6 +141,8 @@ def run_everything(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         predictor,
         points_per_side=args.points_per_side,
         points_per_batch=args.points_per_batch,
+        pred_iou_thresh=args.pred_iou_thresh,
+        stability_score_thresh=args.stability_score_thresh,
         output_mode="coco_rle",
     )
     bar = tqdm(total=None, unit="point", desc="points", file=sys.stderr, disable=args.quiet)
