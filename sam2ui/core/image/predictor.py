@@ -22,10 +22,12 @@ from .upsample import upsample_logits, upsample_masks
 
 # Prompts decoded together on the CPU. Each prompt carries its own copy of the 64 x 64 image
 # tokens through the decoder, so a batch of B prompts streams B of them through every layer;
-# past a few prompts they no longer stay in cache and each prompt costs several times more
-# (tiny model: 11 ms a prompt one at a time, 46 ms in a batch of 64). Results are the same
-# up to float32 rounding (the kernels block rows differently).
-CPU_DECODE_BATCH = 1
+# past a few prompts they no longer stay in cache and each prompt costs more (tiny model, 2
+# quiet cores: 11 ms a prompt alone, 17 ms in batches of 8, 46 ms in a batch of 64). Very
+# small batches lose on a busy machine instead, where every operator waits for descheduled
+# threads (3 other jobs on the 2 cores: 280 ms alone, 220 ms by 8, 186 ms by 16). Results
+# are the same up to float32 rounding (the kernels block rows differently).
+CPU_DECODE_BATCH = 8
 
 
 class SAM2ImagePredictor:
