@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from sam2ui.core import (
     ImageAnnotator,
     ImageReadError,
     ImageTooLargeError,
+    MaskGenerationCancelled,
+    SessionNotFound,
     image_from_array,
     load_image,
     make_folder,
@@ -32,6 +36,7 @@ from sam2ui.core import (
 from .context import AppContext, UserError, check_inside, target_object
 from .uploads import is_path, regular_file
 from .views import ObjectRow, object_rows, thumbnail
+from .zerogpu import on_zero_gpu
 
 __all__ = ["ImageHandlers", "ImageView", "ImageWork"]
 
@@ -370,19 +375,55 @@ class ImageHandlers:
             work.annotator.choose_candidate(target, int(index))
             return self._view(work, f"Object {target} shows candidate mask {int(index)}.")
 
-    def segment_everything(self, session_id: str | None, points_per_side: int = 32) -> ImageView:
-        """Automatic masks: one new object per mask found."""
+    def segment_everything(
+        self,
+        session_id: str | None,
+        points_per_side: int = 32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImageView:
+        """Automatic masks: one new object per mask found. ``progress(done, total)`` gets the
+        grid points prompted so far; :meth:`cancel` stops the run between batches of points
+        and keeps the objects found until then."""
         if not 1 <= int(points_per_side) <= 64:
             raise UserError(f"points_per_side must be 1 to 64, got {points_per_side}.")
         with self.ctx.use(session_id, KIND) as work:
-            work.annotator, new_ids = self.ctx.call_heavy(
-                ImageAnnotator.segment_everything,
-                work.annotator,
-                points_per_side=int(points_per_side),
-            )
+            assert session_id is not None  # checked by use()
+            if on_zero_gpu():  # a GPU worker is another process: no callbacks into it
+                work.annotator, new_ids = self.ctx.call_heavy(
+                    ImageAnnotator.segment_everything,
+                    work.annotator,
+                    points_per_side=int(points_per_side),
+                )
+                msg = f"Found {len(new_ids)} objects."
+            else:
+                with self.ctx.sessions.cancellable(session_id) as stop:
+                    try:
+                        work.annotator, new_ids = self.ctx.call_heavy(
+                            ImageAnnotator.segment_everything,
+                            work.annotator,
+                            progress=progress,
+                            should_stop=stop.is_set,
+                            points_per_side=int(points_per_side),
+                        )
+                        msg = f"Found {len(new_ids)} objects."
+                    except MaskGenerationCancelled as stopped:
+                        new_ids = stopped.object_ids
+                        msg = (
+                            f"Stopped after {stopped.points_done} of {stopped.points_total} "
+                            f"points; kept the {len(new_ids)} objects found so far."
+                        )
             if new_ids:
                 work.selected = new_ids[0]
-            return self._view(work, f"Found {len(new_ids)} objects.")
+            return self._view(work, msg)
+
+    def cancel(self, session_id: str | None) -> str:
+        """Ask a running "segment everything" of this session to stop after its current
+        batch of points."""
+        if session_id:
+            with suppress(SessionNotFound):
+                if self.ctx.sessions.cancel(session_id):
+                    return "Stopping after the current batch of points…"
+        return "Nothing is running."
 
     def export(self, session_id: str | None) -> list[Path]:
         """Write the downloads: a zip of PNG masks, COCO-RLE JSON and, for the selected

@@ -16,6 +16,7 @@ from .context import AppContext
 from .image_handlers import ImageHandlers, ImageView
 from .parts import (
     DISPLAY_FORMAT,
+    PROGRESS,
     api_inputs,
     guard,
     object_id,
@@ -75,6 +76,7 @@ def image_tab(ctx: AppContext) -> None:
             with gr.Accordion("Segment everything", open=False):
                 pps = gr.Slider(4, 64, value=32, step=1, label="points per side")
                 everything = gr.Button("Segment everything", elem_id="image-everything")
+                stop = gr.Button("Cancel", elem_id="image-everything-cancel", size="sm")
             export = gr.Button("Prepare downloads", elem_id="image-export")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
     with gr.Group(visible=False):  # what the API endpoints read and write
@@ -140,8 +142,11 @@ def image_tab(ctx: AppContext) -> None:
     a["trigger"].click(simple(h.redo), [sid], outs, api_name="image_redo")
 
     @guard
-    def on_everything(session: str | None, n: float) -> Any:
-        view = h.segment_everything(session, int(n))
+    def on_everything(session: str | None, n: float, progress: gr.Progress = PROGRESS) -> Any:
+        def report(done: int, total: int) -> None:
+            progress((done, total), desc="Segment everything", unit="points")
+
+        view = h.segment_everything(session, int(n), report)
         if view.canvas is not None:  # the browser's own session: the canvas shows it
             return (gr.skip(), *image_outputs(view)[1:], to_value(view.canvas))
         return (*image_outputs(view), gr.skip())
@@ -149,3 +154,11 @@ def image_tab(ctx: AppContext) -> None:
     everything.click(
         on_everything, [sid, pps], [*outs, canvas], api_name="image_segment_everything"
     )
+
+    @guard
+    def on_cancel(session: str | None) -> tuple[str, Any]:
+        message = h.cancel(session)
+        return message, to_value({"note": True, "message": message})
+
+    # Not a gradio `cancels=`: the generator stops between batches and keeps what it found.
+    stop.click(on_cancel, [sid], [status, canvas], api_name="image_cancel", concurrency_limit=None)

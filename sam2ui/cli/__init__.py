@@ -1,12 +1,15 @@
 """The ``sam2ui`` command line.
 
 ``sam2ui segment IMAGE --point X,Y --out mask.png`` segments one object in one image and writes
-the mask as an 8-bit PNG. ``sam2ui track VIDEO --point X,Y --out DIR`` (or ``--prompts
-prompts.json`` for several objects and frames) tracks objects through a video and writes a
-DAVIS PNG zip, an SA-V JSON and an overlay MP4. ``sam2ui`` with no command (or ``sam2ui
-app``, or only the app's options such as ``sam2ui --port 8000``) starts the Gradio app.
+the mask as an 8-bit PNG. ``sam2ui everything IMAGE --out masks.json`` writes the automatic
+masks of a whole image as COCO RLE, with a progress bar. ``sam2ui track VIDEO --point X,Y
+--out DIR`` (or ``--prompts prompts.json`` for several objects and frames) tracks objects
+through a video and writes a DAVIS PNG zip, an SA-V JSON and an overlay MP4. ``sam2ui`` with
+no command (or ``sam2ui app``, or only the app's options such as ``sam2ui --port 8000``)
+starts the Gradio app.
 
-One module per subcommand: :mod:`~sam2ui.cli.segment`, :mod:`~sam2ui.cli.track` (with
+One module per subcommand: :mod:`~sam2ui.cli.segment`, :mod:`~sam2ui.cli.everything`,
+:mod:`~sam2ui.cli.track` (with
 :mod:`~sam2ui.cli.track_output` for its progress line and writer threads) and
 :mod:`~sam2ui.cli.app`; :mod:`~sam2ui.cli.common` holds the options and parsers they share.
 Each has an ``add_*`` function in :data:`SUBCOMMANDS` that builds its parser and names its
@@ -32,6 +35,7 @@ from sam2ui.core import ObjectPrompt
 
 from .app import add_app
 from .common import DEFAULT_MODEL, Box, Point, parse_box, parse_point, resolve_device
+from .everything import add_everything
 from .segment import BOX_COLOR, MASK_COLOR, add_segment, render_overlay
 from .track import add_track, parse_formats
 from .track_output import FORMATS
@@ -76,6 +80,7 @@ _FROM_CORE = frozenset(
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     add_segment,
+    add_everything,
     add_track,
     add_app,
 ]

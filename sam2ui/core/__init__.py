@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "ImageTooLargeError": "sam2ui.core.image.load",
     "load_image": "sam2ui.core.image.load",
     "SAM2AutomaticMaskGenerator": "sam2ui.core.image.mask_generator",
+    "MaskGenerationCancelled": "sam2ui.core.image.mask_generator",
     "SAM2VideoPredictor": "sam2ui.core.video.predictor",
     "build_sam2_video_predictor": "sam2ui.core.video.builders",
     "build_sam2_video_predictor_hf": "sam2ui.core.video.builders",
@@ -142,6 +143,7 @@ __all__ = [
     "ImageTooLargeError",
     "Lane",
     "LimitReached",
+    "MaskGenerationCancelled",
     "MaskPrompt",
     "ModelCache",
     "ModelKey",
@@ -255,7 +257,10 @@ if TYPE_CHECKING:
         ImageTooLargeError,
         load_image,
     )
-    from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
+    from sam2ui.core.image.mask_generator import (
+        MaskGenerationCancelled,
+        SAM2AutomaticMaskGenerator,
+    )
     from sam2ui.core.image.predictor import SAM2ImagePredictor
     from sam2ui.core.loading.build import build_sam2, build_sam2_hf
     from sam2ui.core.loading.checkpoint import infer_variant, load_sam2, read_state_dict

@@ -9,15 +9,20 @@ and Colab.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sam2ui.core import ImageAnnotator, image_predictor, load_image
+from sam2ui.core import ImageAnnotator, MaskGenerationCancelled, image_predictor, load_image
 
 from .base import DEFAULT_MODEL, SegmenterBase
 from .canvas import CanvasAction
+
+# Least seconds between two progress messages of "segment everything".
+PROGRESS_INTERVAL_S = 0.25
 
 if TYPE_CHECKING:
     from sam2ui.core import ModelCache, SAM2ImagePredictor
@@ -117,15 +122,37 @@ class ImageSegmenter(SegmenterBase):
             self.annotator.choose_candidate(target, index)
         self.refresh()
 
-    def segment_everything(self, **generator_kwargs: Any) -> list[int]:
+    def segment_everything(
+        self, should_stop: Callable[[], bool] | None = None, **generator_kwargs: Any
+    ) -> list[int]:
         """Add one object per mask of the automatic mask generator (slow: a grid of points);
-        ``generator_kwargs`` go to :class:`~sam2ui.core.SAM2AutomaticMaskGenerator`."""
+        ``generator_kwargs`` go to :class:`~sam2ui.core.SAM2AutomaticMaskGenerator`. The
+        status line counts the grid points done. When ``should_stop()`` answers true the run
+        ends after its current batch of points and the masks found so far are kept."""
         self._check_idle()
+        sent = 0.0
+
+        def progress(done: int, total: int) -> None:
+            nonlocal sent
+            if time.monotonic() - sent >= PROGRESS_INTERVAL_S or done == total:
+                sent = time.monotonic()
+                self.refresh(f"Segment everything: {done}/{total} points")
+
         with self._lock:
-            ids = self.annotator.segment_everything(**generator_kwargs)
+            try:
+                ids = self.annotator.segment_everything(
+                    progress=progress, should_stop=should_stop, **generator_kwargs
+                )
+                message = f"Found {len(ids)} objects."
+            except MaskGenerationCancelled as stopped:
+                ids = stopped.object_ids
+                message = (
+                    f"Stopped after {stopped.points_done} of {stopped.points_total} points; "
+                    f"kept the {len(ids)} objects found so far."
+                )
             if ids:
                 self._active = ids[0]
-        self.refresh()
+        self.refresh(message)
         return ids
 
     def cutout(self, obj_id: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def test_every_action_has_an_endpoint(client) -> None:
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     for tab, actions in {
         "image": "upload click box choose select_object add_object rename_object "
-        "remove_object undo clear_object segment_everything export",
+        "remove_object undo clear_object segment_everything cancel export",
         "video": "upload click box frame select_object add_object rename_object remove_object "
         "undo clear_frame propagate cancel export",
     }.items():

@@ -111,6 +111,56 @@ def test_segment_everything_adds_objects(ctx: AppContext) -> None:
     assert view.message == f"Found {count} objects." and len(view.objects) == count
 
 
+def test_segment_everything_reports_progress(ctx: AppContext) -> None:
+    h = ImageHandlers(ctx)
+    sid, _ = h.upload(None, make_image())
+    seen: list[tuple[int, int]] = []
+    h.segment_everything(sid, 12, lambda done, total: seen.append((done, total)))
+    # 144 grid points in batches of 64, counted up to the total.
+    assert seen == [(64, 144), (128, 144), (144, 144)]
+    assert h.cancel(sid) == "Nothing is running."
+
+
+def test_segment_everything_cancel_keeps_what_was_found(ctx: AppContext, monkeypatch) -> None:
+    from sam2ui.core.image.generator_parts import build_point_grid
+    from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
+
+    init = SAM2AutomaticMaskGenerator.__init__
+
+    def unfiltered(self, predictor, **kwargs):
+        # Random weights: no mask passes the default filters, so turn them off.
+        init(self, predictor, **{**kwargs, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0})
+
+    monkeypatch.setattr(SAM2AutomaticMaskGenerator, "__init__", unfiltered)
+    h = ImageHandlers(ctx)
+    image = make_image()
+    sid, _ = h.upload(None, image)
+    answers: list[str] = []
+
+    def progress(done: int, total: int) -> None:
+        if done == 64:  # the user presses Cancel while the second batch waits
+            answers.append(h.cancel(sid))
+
+    view = h.segment_everything(sid, 12, progress)
+    assert answers == ["Stopping after the current batch of points…"]
+    with ctx.use(sid, "image") as work:
+        kept = [o.mask for o in work.annotator.objects.values()]
+    kept_note = f"kept the {len(kept)} objects found so far."
+    assert view.message == f"Stopped after 64 of 144 points; {kept_note}"
+    assert len(view.objects) == len(kept) > 0
+    # The same masks as a run over the first batch's points alone.
+    other, _ = h.upload(None, image)
+    with ctx.use(other, "image") as work:
+        grid = build_point_grid(12)[:64]
+        ids = work.annotator.segment_everything(points_per_side=None, point_grids=[grid])
+        alone = [work.annotator.objects[i].mask for i in ids]
+    assert len(alone) == len(kept)
+    for a, b in zip(kept, alone):
+        assert a.shape == (HEIGHT, WIDTH) and a.dtype == bool and np.array_equal(a, b)
+    assert h.cancel(sid) == "Nothing is running."  # the run is over; a new one starts clean
+    assert h.segment_everything(sid, 4).message.startswith("Found ")
+
+
 def test_exports(ctx: AppContext) -> None:
     h = ImageHandlers(ctx)
     sid, _ = h.upload(None, make_image())

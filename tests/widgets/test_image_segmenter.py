@@ -235,3 +235,32 @@ def test_model_argument(model_cache: ModelCache, picture: np.ndarray, tmp_path: 
         ImageSegmenter(picture, 3)
     with pytest.raises(FileNotFoundError, match="no image file"):
         ImageSegmenter(tmp_path / "missing.png", MODEL, cache=model_cache, device="cpu")
+
+
+def test_segment_everything_shows_progress_and_stops_on_request(
+    seg: ImageSegmenter, canvas_log, monkeypatch
+) -> None:
+    from sam2ui.widgets import image_segmenter
+
+    monkeypatch.setattr(image_segmenter, "PROGRESS_INTERVAL_S", 0.0)  # every batch
+    log = canvas_log(seg)
+
+    def stop_after_two_batches() -> bool:
+        return sum("points" in u.get("message", "") for u in log.updates) >= 2
+
+    ids = seg.segment_everything(
+        should_stop=stop_after_two_batches,
+        points_per_side=8,
+        points_per_batch=16,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+    )
+    messages = [u["message"] for u in log.updates if "message" in u]
+    assert messages[-3:-1] == [f"Segment everything: {n}/64 points" for n in (16, 32)]
+    kept_note = f"kept the {len(ids)} objects found so far."
+    assert messages[-1] == f"Stopped after 32 of 64 points; {kept_note}"
+    assert len(ids) > 0 and set(ids) <= set(seg.masks) and seg.selected == ids[0]
+    done = len(seg.annotator.objects)
+    ids = seg.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert seg.message == f"Found {len(ids)} objects."
+    assert len(seg.annotator.objects) == done + len(ids)

@@ -13,6 +13,7 @@ is called when the session ends).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -349,20 +350,44 @@ class ImageAnnotator(ObjectTable[AnnotatedObject]):
         obj.clicks, obj.box = split_prompts(obj.prompts)
         obj.mask, obj.score, obj.candidates, obj.chosen = mask, score, candidates, chosen
 
-    def segment_everything(self, **generator_kwargs: Any) -> list[int]:
+    def segment_everything(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        **generator_kwargs: Any,
+    ) -> list[int]:
         """Run the automatic mask generator (``generator_kwargs`` go to
         :class:`~sam2ui.core.image.mask_generator.SAM2AutomaticMaskGenerator`) and add one
         object per mask, largest first, as many as ``max_objects`` leaves room for; returns
-        the new ids. The image embedding of :meth:`set_image` is reused."""
-        from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
+        the new ids. The image embedding of
+        :meth:`set_image` is reused.
+
+        ``progress(done, total)`` reports the grid points prompted so far; when
+        ``should_stop()`` answers true the run ends after the current batch, the masks found
+        so far are added all the same, and the generator's
+        :class:`~sam2ui.core.image.mask_generator.MaskGenerationCancelled` is raised with
+        their ids in ``object_ids``."""
+        from sam2ui.core.image.mask_generator import (
+            MaskGenerationCancelled,
+            SAM2AutomaticMaskGenerator,
+        )
 
         image = self.image
         mode = generator_kwargs.pop("output_mode", "binary_mask")
         if mode != "binary_mask":
             raise ValueError(f"segment_everything needs output_mode='binary_mask', got {mode!r}")
         shared: Any = SharedEmbedding(self.predictor, image)
-        records = SAM2AutomaticMaskGenerator(shared, **generator_kwargs).generate(image)
-        records.sort(key=lambda r: -int(r["area"]))  # stable: ties keep the generator's order
+        generator = SAM2AutomaticMaskGenerator(shared, **generator_kwargs)
+        try:
+            records = generator.generate(image, progress=progress, should_stop=should_stop)
+        except MaskGenerationCancelled as stopped:
+            stopped.object_ids = self._add_automatic(stopped.records)
+            raise
+        return self._add_automatic(records)
+
+    def _add_automatic(self, records: list[dict[str, Any]]) -> list[int]:
+        """One new object per generator record, largest first; their ids."""
+        records = sorted(records, key=lambda r: -int(r["area"]))  # ties keep the given order
         room = self.object_room
         records = records if room is None else records[:room]
         ids = []

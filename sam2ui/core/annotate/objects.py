@@ -196,3 +196,6 @@ class SharedEmbedding:
 
     def predict_torch(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self._active.predict_torch(*args, **kwargs)
+
+    def predict_low_res(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return self._active.predict_low_res(*args, **kwargs)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from copy import deepcopy
 from itertools import product
 from typing import Any
 
@@ -83,17 +82,18 @@ class MaskRecords:
                 self._cols[name] = [col[i] for i in rows]
 
     def cat(self, other: MaskRecords) -> None:
-        """Append the rows of ``other`` (columns missing here are copied over)."""
+        """Append the rows of ``other`` (columns missing here are taken over). Rows are
+        shared, not copied: list items (RLE dicts) are the same objects in both."""
         for name, col in other._cols.items():
             mine = self._cols.get(name)
             if mine is None:
-                self._cols[name] = deepcopy(col)
+                self._cols[name] = list(col) if isinstance(col, list) else col
             elif isinstance(mine, torch.Tensor) and isinstance(col, torch.Tensor):
                 self._cols[name] = torch.cat([mine, col.to(mine.device)])
             elif isinstance(mine, np.ndarray) and isinstance(col, np.ndarray):
                 self._cols[name] = np.concatenate([mine, col])
             elif isinstance(mine, list) and isinstance(col, list):
-                self._cols[name] = mine + deepcopy(col)
+                self._cols[name] = mine + col
             else:
                 raise TypeError(f"column {name!r}: cannot append {type(col)} to {type(mine)}")
 

@@ -3,7 +3,9 @@
 Same algorithm, numerics and output order as the reference ``SAM2AutomaticMaskGenerator``:
 per crop and per batch of points, predict masks (optionally refined once with their own
 low-resolution logits), filter by predicted IoU and stability score, drop masks touching a
-crop edge, de-duplicate by box NMS within each crop and then across crops.
+crop edge, de-duplicate by box NMS within each crop and then across crops. One batch is
+``generator_batch``'s work; this module runs the crops and batches, reports progress after
+each batch and stops between batches when asked, keeping what it found.
 
 Coordinates: points and boxes are in pixels of the original image, (x, y) order; boxes are
 XYXY internally and XYWH in the returned records.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -29,7 +31,9 @@ from sam2ui.core.masks import (
     rle_to_coco,
     rle_to_mask,
 )
+from sam2ui.core.modeling.yielding import yield_point
 
+from .generator_batch import BatchFilters, process_batch
 from .generator_parts import (
     MaskRecords,
     batched_mask_to_box,
@@ -37,21 +41,20 @@ from .generator_parts import (
     box_area,
     box_xyxy_to_xywh,
     build_all_layer_point_grids,
-    calculate_stability_score,
     generate_crop_boxes,
-    is_box_near_crop_edge,
     uncrop_boxes_xyxy,
-    uncrop_masks,
     uncrop_points,
 )
 
-__all__ = ["SAM2AutomaticMaskGenerator"]
+__all__ = ["MaskGenerationCancelled", "SAM2AutomaticMaskGenerator"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
 
 class PromptPredictor(Protocol):
-    """What the generator needs from an image predictor (``SAM2ImagePredictor``)."""
+    """What the generator needs from an image predictor (``SAM2ImagePredictor``). One that
+    also has ``predict_low_res`` (ours does) is asked for low-resolution logits, and only the
+    masks that pass the predicted-IoU filter are upsampled (see ``generator_batch``)."""
 
     @property
     def device(self) -> torch.device: ...
@@ -76,10 +79,48 @@ class PromptPredictor(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
-def _batches(batch_size: int, *columns: Any) -> Iterator[list[Any]]:
-    n = len(columns[0])
-    for i in range(0, n, batch_size):
-        yield [c[i : i + batch_size] for c in columns]
+class MaskGenerationCancelled(Exception):
+    """:meth:`SAM2AutomaticMaskGenerator.generate` stopped early on ``should_stop``.
+
+    ``records`` are the masks of the ``points_done`` grid points prompted before it stopped
+    (of ``points_total``), filtered and de-duplicated as a full run's records are. Callers
+    that keep partial results (the annotator) set ``object_ids`` to the objects they made.
+    """
+
+    def __init__(self, records: list[dict[str, Any]], points_done: int, points_total: int):
+        super().__init__(
+            f"mask generation stopped after {points_done} of {points_total} points "
+            f"with {len(records)} masks"
+        )
+        self.records = records
+        self.points_done = points_done
+        self.points_total = points_total
+        self.object_ids: list[int] = []
+
+
+class _Count:
+    """Progress of one run: grid points prompted, reported, and the stop check."""
+
+    def __init__(
+        self,
+        progress: Callable[[int, int], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.progress = progress
+        self.should_stop = should_stop
+        self.done = self.total = 0
+        self.stopped = False
+
+    def stop(self) -> bool:
+        if not self.stopped and self.should_stop is not None and self.should_stop():
+            self.stopped = True
+        return self.stopped
+
+    def advance(self, points: int) -> None:
+        self.done += points
+        yield_point()  # between batches: clicks waiting for the model may run
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 class SAM2AutomaticMaskGenerator:
@@ -173,6 +214,18 @@ class SAM2AutomaticMaskGenerator:
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
 
+    @property
+    def _filters(self) -> BatchFilters:
+        return BatchFilters(
+            points_per_batch=self.points_per_batch,
+            pred_iou_thresh=self.pred_iou_thresh,
+            stability_score_thresh=self.stability_score_thresh,
+            stability_score_offset=self.stability_score_offset,
+            mask_threshold=self.mask_threshold,
+            use_m2m=self.use_m2m,
+            multimask_output=self.multimask_output,
+        )
+
     @classmethod
     def from_pretrained(cls, model_id_or_path: str, **kwargs: Any) -> SAM2AutomaticMaskGenerator:
         """Build the predictor with ``SAM2ImagePredictor.from_pretrained`` and wrap it.
@@ -190,7 +243,13 @@ class SAM2AutomaticMaskGenerator:
         )
 
     @torch.inference_mode()
-    def generate(self, image: np.ndarray | Image.Image) -> list[dict[str, Any]]:
+    def generate(
+        self,
+        image: np.ndarray | Image.Image,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[dict[str, Any]]:
         """Masks of ``image`` (HWC uint8 RGB array or PIL image).
 
         Records come in NMS order: by predicted IoU within a crop, masks of smaller crops
@@ -199,13 +258,25 @@ class SAM2AutomaticMaskGenerator:
         floats), ``predicted_iou``, ``point_coords`` (``[[x, y]]`` image pixels),
         ``stability_score`` and ``crop_box`` (XYWH). The predictor's image is replaced (and
         reset at the end).
+
+        ``progress(done, total)`` is called after each batch of points with the grid points
+        prompted so far, over every crop. ``should_stop()`` is asked before each batch; when
+        it answers true, the run ends there and :class:`MaskGenerationCancelled` is raised,
+        carrying the records of the points already prompted (de-duplicated as a full run's).
         """
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an HWC RGB image, got shape {image.shape}")
+        count = _Count(progress, should_stop)
         with self._predictor_cleanup():
-            data = self._generate_masks(image)
+            data = self._generate_masks(image, count)
+        records = self._records(data)
+        if count.stopped:
+            raise MaskGenerationCancelled(records, count.done, count.total)
+        return records
+
+    def _records(self, data: MaskRecords) -> list[dict[str, Any]]:
         if len(data) == 0:
             return []
         rles: list[RLE] = data["rles"]
@@ -217,14 +288,16 @@ class SAM2AutomaticMaskGenerator:
             segmentations = rles
         boxes = box_xyxy_to_xywh(data["boxes"]).tolist()
         crop_boxes = box_xyxy_to_xywh(data["crop_boxes"]).tolist()
+        ious, stability = data["iou_preds"].tolist(), data["stability_score"].tolist()
+        points = data["points"].tolist()
         return [
             {
                 "segmentation": segmentations[i],
                 "area": rle_area(rles[i]),
                 "bbox": boxes[i],
-                "predicted_iou": data["iou_preds"][i].item(),
-                "point_coords": [data["points"][i].tolist()],
-                "stability_score": data["stability_score"][i].item(),
+                "predicted_iou": ious[i],
+                "point_coords": [points[i]],
+                "stability_score": stability[i],
                 "crop_box": crop_boxes[i],
             }
             for i in range(len(rles))
@@ -251,14 +324,17 @@ class SAM2AutomaticMaskGenerator:
         finally:
             p.max_hole_area, p.max_sprinkle_area = saved
 
-    def _generate_masks(self, image: np.ndarray) -> MaskRecords:
+    def _generate_masks(self, image: np.ndarray, count: _Count) -> MaskRecords:
         orig_size = (int(image.shape[0]), int(image.shape[1]))
         crop_boxes, layer_idxs = generate_crop_boxes(
             orig_size, self.crop_n_layers, self.crop_overlap_ratio
         )
+        count.total = sum(len(self.point_grids[layer]) for layer in layer_idxs)
         data = MaskRecords()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
-            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
+            if count.stop():
+                break
+            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size, count))
         if len(crop_boxes) > 1 and len(data) > 0:
             # Between crops, prefer the mask from the smaller crop.
             scores = (1 / box_area(data["crop_boxes"])).to(data["boxes"].device)
@@ -270,7 +346,12 @@ class SAM2AutomaticMaskGenerator:
         return data
 
     def _process_crop(
-        self, image: np.ndarray, crop_box: list[int], layer_idx: int, orig_size: tuple[int, int]
+        self,
+        image: np.ndarray,
+        crop_box: list[int],
+        layer_idx: int,
+        orig_size: tuple[int, int],
+        count: _Count,
     ) -> MaskRecords:
         x0, y0, x1, y1 = crop_box
         crop = image[y0:y1, x0:x1, :]
@@ -278,9 +359,19 @@ class SAM2AutomaticMaskGenerator:
         self.predictor.set_image(crop)
         points = self.point_grids[layer_idx] * np.array(crop_size)[None, ::-1]
         data = MaskRecords()
-        for (batch,) in _batches(self.points_per_batch, points):
-            data.cat(self._process_batch(batch, crop_size, crop_box, orig_size))
-        self.predictor.reset_predictor()
+        try:
+            for i in range(0, len(points), self.points_per_batch):
+                if count.stop():
+                    break
+                batch = points[i : i + self.points_per_batch]
+                data.cat(
+                    process_batch(
+                        self.predictor, batch, crop_size, crop_box, orig_size, self._filters
+                    )
+                )
+                count.advance(len(batch))
+        finally:
+            self.predictor.reset_predictor()
         if len(data) == 0:
             return MaskRecords()
         categories = torch.zeros_like(data["boxes"][:, 0])
@@ -291,74 +382,6 @@ class SAM2AutomaticMaskGenerator:
         data["points"] = uncrop_points(data["points"], crop_box)
         data["crop_boxes"] = torch.tensor([crop_box] * len(data), dtype=torch.int64).reshape(-1, 4)
         return data
-
-    def _process_batch(
-        self,
-        points: np.ndarray,
-        crop_size: tuple[int, int],
-        crop_box: list[int],
-        orig_size: tuple[int, int],
-    ) -> MaskRecords:
-        orig_h, orig_w = orig_size
-        pred = self.predictor
-        pts = torch.as_tensor(points, dtype=torch.float32, device=pred.device)
-        in_points = pred.transform_coords(pts, normalize=True, orig_hw=crop_size)
-        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-        masks, iou_preds, low_res = pred.predict_torch(
-            in_points[:, None, :],
-            in_labels[:, None],
-            multimask_output=self.multimask_output,
-            return_logits=True,
-        )
-        data = MaskRecords(
-            masks=masks.flatten(0, 1),
-            iou_preds=iou_preds.flatten(0, 1),
-            points=pts.repeat_interleave(masks.shape[1], dim=0),
-            low_res_masks=low_res.flatten(0, 1),
-        )
-        del masks
-        if self.use_m2m:
-            # The refinement runs on every mask, before any filtering.
-            in_points = pred.transform_coords(data["points"], normalize=True, orig_hw=crop_size)
-            labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
-            refined, ious = self._refine_with_m2m(in_points, labels, data["low_res_masks"])
-            data["masks"], data["iou_preds"] = refined.squeeze(1), ious.squeeze(1)
-        del data["low_res_masks"]
-        if self.pred_iou_thresh > 0.0:
-            data.filter(data["iou_preds"] > self.pred_iou_thresh)
-        data["stability_score"] = calculate_stability_score(
-            data["masks"], self.mask_threshold, self.stability_score_offset
-        )
-        if self.stability_score_thresh > 0.0:
-            data.filter(data["stability_score"] >= self.stability_score_thresh)
-        data["masks"] = data["masks"] > self.mask_threshold
-        data["boxes"] = batched_mask_to_box(data["masks"])
-        keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
-        if not bool(keep.all()):
-            data.filter(keep)
-        data["rles"] = masks_to_rle(uncrop_masks(data["masks"], crop_box, orig_h, orig_w))
-        del data["masks"]
-        return data
-
-    def _refine_with_m2m(
-        self, points: torch.Tensor, labels: torch.Tensor, low_res_masks: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One more prediction per mask, prompted by its point and its own low-res logits.
-
-        Returns masks ``(M, 1, H, W)`` logits at the crop size and IoU predictions ``(M, 1)``.
-        """
-        masks, ious = [], []
-        for pts, lbl, low in _batches(self.points_per_batch, points, labels, low_res_masks):
-            m, iou, _ = self.predictor.predict_torch(
-                pts[:, None, :],
-                lbl[:, None],
-                mask_input=low[:, None, :],
-                multimask_output=False,
-                return_logits=True,
-            )
-            masks.append(m)
-            ious.append(iou)
-        return torch.cat(masks), torch.cat(ious)
 
     @staticmethod
     def postprocess_small_regions(

@@ -263,6 +263,21 @@ class SessionManager:
             session.cancel_event.set()
             return session.running
 
+    @contextmanager
+    def cancellable(self, session_id: str) -> Iterator[threading.Event]:
+        """Mark work of a session held through :meth:`use` as running for the block, and
+        yield the event :meth:`cancel` sets: for work that checks a flag between its steps
+        rather than being an iterable (automatic masks between batches of points)."""
+        with self._lock:
+            session = self._lookup(session_id)
+        session.cancel_event.clear()
+        session.running = True
+        try:
+            yield session.cancel_event
+        finally:
+            session.running = False
+            session.cancel_event.clear()
+
     def run_cancellable(
         self, session_id: str, work: Iterable[T] | Callable[[Any], Iterable[T]]
     ) -> Iterator[T]:

@@ -30,13 +30,14 @@ from sam2ui.core.image.generator_parts import (
     MaskRecords,
     batched_mask_to_box,
     build_all_layer_point_grids,
+    build_point_grid,
     generate_crop_boxes,
     is_box_near_crop_edge,
     uncrop_boxes_xyxy,
     uncrop_masks,
     uncrop_points,
 )
-from sam2ui.core.image.mask_generator import SAM2AutomaticMaskGenerator
+from sam2ui.core.image.mask_generator import MaskGenerationCancelled, SAM2AutomaticMaskGenerator
 from sam2ui.core.masks import masks_to_rle
 from tests.core.test_masks import cv2_get_connected_components
 
@@ -59,6 +60,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "m2m_coco": dict(use_m2m=True, output_mode="coco_rle"),
     "crops": dict(crop_n_layers=1, crop_n_points_downscale_factor=2, output_mode="coco_rle"),
     "min_region_area": dict(min_mask_region_area=25, multimask_output=False),
+    # Every candidate reaches the stability filter, which drops most of them.
+    "stability": dict(pred_iou_thresh=0.0, stability_score_thresh=0.04),
 }
 
 
@@ -107,6 +110,28 @@ class ReferenceAdapter:
 
     def predict_torch(self, *args, **kwargs):
         return self.ref._predict(*args, **kwargs)
+
+    def predict_low_res(
+        self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True
+    ):
+        """The reference's logits before upsampling: its post-processing (hole and
+        sprinkle clean-up, then a bilinear resize) run with the low-resolution size as the
+        image size, where the resize is the identity."""
+        saved = self.ref._orig_hw
+        side = self.ref.model.image_size // 4
+        self.ref._orig_hw = [(side, side)]
+        try:
+            return self.ref._predict(
+                point_coords, point_labels, boxes, mask_input, multimask_output, True
+            )
+        finally:
+            self.ref._orig_hw = saved
+
+
+class FullSizeAdapter(ReferenceAdapter):
+    """The adapter without ``predict_low_res``: the generator's fallback path."""
+
+    predict_low_res = None  # type: ignore[assignment]
 
 
 class Memo:
@@ -242,6 +267,40 @@ def test_generator_logic_matches_reference(memo, image, reference_records, name)
     if name == "min_region_area":
         plain = SAM2AutomaticMaskGenerator(pred, **settings(name, min_mask_region_area=0))
         assert [r["area"] for r in plain.generate(image)] != [r["area"] for r in ours]
+    if name == "stability":
+        assert len(ours) < len(reference_records("unfiltered"))
+        assert all(r["stability_score"] >= 0.04 for r in ours)
+
+
+@pytest.mark.parity
+@pytest.mark.parametrize("name", ["base", "m2m_coco", "min_region_area"])
+def test_generator_full_size_path_matches_reference(memo, image, reference_records, name):
+    """A predictor without ``predict_low_res``: every mask comes upsampled, as the reference's."""
+    pred = FullSizeAdapter(memo.predictor())
+    ours = SAM2AutomaticMaskGenerator(pred, **settings(name)).generate(image)
+    assert_same_records(ours, reference_records(name))
+
+
+@pytest.mark.parity
+def test_cancel_keeps_the_records_of_the_points_done(memo, image, reference_records):
+    """Stopped after the first of two batches, the records are those of a run over the first
+    batch's points alone, and the predictor is restored."""
+    pred = ReferenceAdapter(memo.predictor())
+    seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+
+    gen = SAM2AutomaticMaskGenerator(pred, **settings("unfiltered"))
+    with pytest.raises(MaskGenerationCancelled) as info:
+        gen.generate(image, progress=progress, should_stop=lambda: len(seen) == 1)
+    err = info.value
+    assert (err.points_done, err.points_total, seen) == (8, 16, [8])
+    first_half = settings("unfiltered", points_per_side=None, point_grids=[build_point_grid(4)[:8]])
+    alone = SAM2AutomaticMaskGenerator(pred, **first_half).generate(image)
+    assert_same_records(err.records, alone)
+    assert 0 < len(err.records) < len(reference_records("unfiltered"))
+    assert pred.max_hole_area == 0 and pred.ref._features is None  # restored and reset
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +324,13 @@ def our_predictor(checkpoint):
 
 @pytest.mark.parity
 @pytest.mark.parametrize(
-    "name", ["base", "min_region_area", pytest.param("crops", marks=pytest.mark.slow)]
+    "name",
+    [
+        "base",
+        "min_region_area",
+        "stability",
+        pytest.param("crops", marks=pytest.mark.slow),
+    ],
 )
 def test_generator_end_to_end_matches_reference(our_predictor, image, reference_records, name):
     ours = SAM2AutomaticMaskGenerator(our_predictor, **settings(name)).generate(image)
@@ -334,6 +399,34 @@ def test_generator_with_fake_predictor_and_pil_input():
         assert r["crop_box"] == [0.0, 0.0, 80.0, 60.0]
     # Side 2 * 8 - 1 = 15 around (20, 15): XYWH box [13, 8, 14, 14].
     assert records[0]["bbox"] == [13.0, 8.0, 14.0, 14.0] and records[0]["area"] == 225
+
+
+def test_progress_counts_grid_points_over_every_crop():
+    pred = FakePredictor()
+    calls: list[tuple[int, int]] = []
+    gen = SAM2AutomaticMaskGenerator(
+        pred,
+        points_per_side=4,
+        points_per_batch=3,
+        crop_n_layers=1,
+        crop_n_points_downscale_factor=2,
+        stability_score_thresh=0.15,
+    )
+    records = gen.generate(
+        np.zeros((60, 80, 3), dtype=np.uint8), progress=lambda d, t: calls.append((d, t))
+    )
+    # 16 points on the whole image in batches of 3, then 4 crops of 2 x 2 points.
+    assert calls == [(n, 32) for n in (3, 6, 9, 12, 15, 16, 19, 20, 23, 24, 27, 28, 31, 32)]
+    assert pred.calls == 6 + 4 * 2 and len(records) > 0
+
+
+def test_cancel_before_the_first_batch_returns_nothing():
+    pred = FakePredictor()
+    gen = SAM2AutomaticMaskGenerator(pred, points_per_side=2)
+    with pytest.raises(MaskGenerationCancelled) as info:
+        gen.generate(np.zeros((60, 80, 3), dtype=np.uint8), should_stop=lambda: True)
+    assert (info.value.records, info.value.points_done, info.value.points_total) == ([], 0, 4)
+    assert pred.calls == 0 and (pred.max_hole_area, pred.max_sprinkle_area) == (7.0, 3.0)
 
 
 def test_generator_validates_arguments():
