@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from sam2ui.app import errors
+from sam2ui.app.canvas_host import to_value
 from sam2ui.app.launcher import launch_options
 from sam2ui.app.options import AppConfig
 from sam2ui.app.ui import build_demo
@@ -79,6 +80,7 @@ def attempt(client: Any, args: tuple[Any, ...], api_name: str) -> str:
 # Every endpoint but the uploads, with client A's values where an argument can carry them
 # (A's object id 1, the point A clicked, frame 0).
 FOREIGN_CALLS = {
+    "/image_cancel": (),
     "/image_click": (1, 40, 48, True),
     "/image_box": (1, 5, 5, 120, 30),
     "/image_choose": (1, 0),
@@ -130,6 +132,9 @@ def test_one_client_cannot_reach_another_clients_session(
     for name, message in told.items():
         what = "an image" if name.startswith("/image") else "a video"
         allowed = {f"Upload {what} first.", '"Nothing is running."'}
+        if name == "/image_cancel":  # its status, and the canvas's note
+            note = to_value({"note": True, "message": "Nothing is running."})
+            allowed.add(json.dumps(["Nothing is running.", note]))
         if "object" in name or name.endswith(("_undo", "_clear_frame")):
             # gradio's own check of the object list (B's is empty)
             allowed.add("Value: 1 (type: <class 'int'>) is not in the list of choices: []")

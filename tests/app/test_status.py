@@ -4,6 +4,7 @@ objects."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -61,7 +62,9 @@ def test_video_actions_say_what_they_did(video_ctx: AppContext, video_file: Path
     assert h.cancel(sid) == "Nothing is running."
 
 
-def test_an_image_with_more_than_255_objects_still_downloads(ctx: AppContext) -> None:
+def test_an_image_with_more_than_255_objects_still_downloads(app_config, small_cache) -> None:
+    # A server that allows more objects than an 8-bit export holds (the default is 255).
+    ctx = AppContext(dataclasses.replace(app_config, max_objects=300), cache=small_cache)
     h = ImageHandlers(ctx)
     sid, _ = h.upload(None, make_image())
     for i in range(256):  # object ids 1..256: the last one does not fit 8 bits

@@ -54,12 +54,13 @@ class SessionNotFound(KeyError):
     """No live session has this id: it never existed, was closed, expired or was evicted
     (``ended`` says which, when known).
 
-    The message names only the id's prefix, so logs and error pages leak no usable id.
+    The message (and ``args``) name only the id's tag (:func:`id_prefix`, a hash), so logs
+    and error pages leak nothing of the id.
     """
 
     def __init__(self, session_id: str, ended: Ended | None = None) -> None:
-        super().__init__(session_id)
         self.prefix = id_prefix(session_id)
+        super().__init__(self.prefix)
         self.ended = ended
 
     @property
