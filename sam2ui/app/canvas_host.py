@@ -12,6 +12,8 @@ needs:
 * ``s2_play`` and ``s2_propagate``: long-running generators of updates;
 * ``s2_stop``: pause and cancel, never queued behind anything.
 
+None of them shows gradio's loading overlay (:data:`CANVAS_EVENT`).
+
 Every handler answers with an update; a failure becomes an update carrying the message, shown
 in the canvas's status line (the app stays up and nothing the user did is lost).
 """
@@ -36,6 +38,7 @@ from .errors import UserError, error_message
 from .parts import guarded, object_id, owner_of
 
 __all__ = [
+    "CANVAS_EVENT",
     "ROUTES",
     "canvas_component",
     "canvas_guard",
@@ -54,6 +57,10 @@ ROUTES = {
     "cancel": "s2_stop",
 }
 DEFAULT_ROUTE = "s2_act"
+# How every canvas event is registered: not part of the public API, and without gradio's
+# loading overlay (it would cover and dim the canvas on every click; the canvas shows its own
+# busy state and progress).
+CANVAS_EVENT: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 _errors = itertools.count(1)
 
 _LOADER = """
@@ -203,10 +210,10 @@ def wire_canvas(
         new_id, view = h.upload(session, path, owner_of(request), canvas=True)
         return to_value(view.canvas or {}), new_id
 
-    canvas.s2_load(on_load, [sid], [canvas, sid], api_visibility="private")
+    canvas.s2_load(on_load, [sid], [canvas, sid], **CANVAS_EVENT)
 
     @canvas_guard()
     def on_act(session: str | None, evt: gr.EventData) -> Any:
         return reply(action(h, session, event_data(evt)).canvas, evt)
 
-    canvas.s2_act(on_act, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+    canvas.s2_act(on_act, [sid], canvas, trigger_mode="multiple", **CANVAS_EVENT)

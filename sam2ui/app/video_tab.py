@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from .canvas_host import canvas_component, canvas_guard, to_value, wire_canvas
+from .canvas_host import CANVAS_EVENT, canvas_component, canvas_guard, to_value, wire_canvas
 from .compat import event_data
 from .context import AppContext
 from .parts import (
@@ -78,7 +78,7 @@ def video_tab(ctx: AppContext) -> None:
         for view in h.play(session, int(event_data(evt).get("frame", 0))):
             yield shown(view)
 
-    canvas.s2_play(on_play, [sid], canvas, api_visibility="private", trigger_mode="multiple")
+    canvas.s2_play(on_play, [sid], canvas, trigger_mode="multiple", **CANVAS_EVENT)
 
     @canvas_guard()
     def on_canvas_propagate(session: str | None, evt: gr.EventData) -> Iterator[Any]:
@@ -86,7 +86,7 @@ def video_tab(ctx: AppContext) -> None:
         for view in h.propagate(session, how, overlay=False):
             yield shown(view)
 
-    canvas.s2_propagate(on_canvas_propagate, [sid], canvas, api_visibility="private")
+    canvas.s2_propagate(on_canvas_propagate, [sid], canvas, **CANVAS_EVENT)
 
     @canvas_guard()
     def on_stop(session: str | None, evt: gr.EventData) -> Any:
@@ -98,9 +98,9 @@ def video_tab(ctx: AppContext) -> None:
         on_stop,
         [sid],
         canvas,
-        api_visibility="private",
         concurrency_limit=None,
         trigger_mode="multiple",
+        **CANVAS_EVENT,
     )
     wire_export(export, h, sid, files, "video")
 

@@ -54,6 +54,30 @@ def _wait_update(page, prefix: str, after: int) -> int:
     return _seq(page, prefix)
 
 
+_WATCH_COVER = """(sel) => {
+  window.__covered = [];
+  const host = document.querySelector(sel);
+  const look = () => host.querySelectorAll('.pending, .wrap:not(.hide):not(.hidden)')
+    .forEach((e) => window.__covered.push(e.className));
+  new MutationObserver(look).observe(host, { subtree: true, attributes: true, childList: true });
+}"""
+
+
+def _watch_cover(page, prefix: str) -> None:
+    """Record from now on every time gradio's loading overlay (or its "pending" dimming)
+    appears over the ``prefix`` tab's canvas; :func:`_covered` returns what was seen."""
+    page.evaluate(_WATCH_COVER, f"#{prefix}-annotator")
+
+
+def _covered(page) -> list[str]:
+    return page.evaluate("() => window.__covered")
+
+
+def _painted(page) -> None:
+    """Wait until the browser has painted what the page drew so far."""
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
 def _at(view, x: float, y: float, width: int = WIDTH, height: int = HEIGHT) -> tuple[float, float]:
     """Screen coordinates of image pixel (x, y) on the canvas ``view``."""
     box = view.bounding_box()
@@ -84,6 +108,7 @@ def test_image_canvas_box_click_undo(browser_page, app_url: str, tmp_path: Path)
     assert abs(box["width"] / box["height"] - WIDTH / HEIGHT) < 0.02
     assert "No objects yet" in page.locator("#image-legend").inner_text()
     plain = _shot(view)
+    _watch_cover(page, "image")
 
     # A drag is a box (the yellow square spans x 32..64, y 24..72 of the 128x96 image).
     seq = _seq(page, "image")
@@ -134,10 +159,12 @@ def test_image_canvas_box_click_undo(browser_page, app_url: str, tmp_path: Path)
     # Opacity 0 and outlines off: the picture is back to the plain image (objects hidden).
     page.locator("#image-annotator input[type=range]").fill("0")
     page.locator("#image-annotator input[type=checkbox]").uncheck()
-    page.wait_for_timeout(100)
+    _painted(page)
     bare = _shot(view)
     marks = np.abs(bare - plain).max(axis=-1) > 30
     assert marks.mean() < 0.02  # only the point markers differ
+    # No click, box, undo or pick put gradio's loading overlay over the canvas.
+    assert _covered(page) == []
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     page.locator("#image-annotator input[type=range]").fill("55")
     page.locator("#image-annotator input[type=checkbox]").check()

@@ -34,7 +34,6 @@ def write_timed(path: Path, container: str, frames: int, declared_fps: int, step
             for packet in packets:
                 packet.time_base = tb
                 packet.pts = packet.dts = written * step_ms
-                packet.duration = step_ms
                 written += 1
                 out.mux(packet)
 

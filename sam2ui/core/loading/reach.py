@@ -37,10 +37,12 @@ def _connects(host: str, port: int, timeout: float) -> bool:
     answer: list[bool] = []
 
     def probe() -> None:
+        # Any failure means "not reachable"; this thread may outlive its caller, so nothing
+        # it raises must surface as an unhandled thread exception.
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            answer.append(True)
-        except OSError:
+            with socket.create_connection((host, port), timeout=timeout):
+                answer.append(True)
+        except Exception:
             answer.append(False)
 
     worker = threading.Thread(target=probe, name="sam2ui-hub-probe", daemon=True)
