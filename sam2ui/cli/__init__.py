@@ -4,14 +4,18 @@
 the mask as an 8-bit PNG. ``sam2ui everything IMAGE --out masks.json`` writes the automatic
 masks of a whole image as COCO RLE, with a progress bar. ``sam2ui track VIDEO --point X,Y
 --out DIR`` (or ``--prompts prompts.json`` for several objects and frames) tracks objects
-through a video and writes a DAVIS PNG zip, an SA-V JSON and an overlay MP4. ``sam2ui`` with
+through a video and writes a DAVIS PNG zip, an SA-V JSON and an overlay MP4. ``sam2ui batch
+MANIFEST.jsonl --out DIR`` runs ``track`` over many videos (and images) on Ray. ``sam2ui`` with
 no command (or ``sam2ui app``, or only the app's options such as ``sam2ui --port 8000``)
 starts the Gradio app.
 
 One module per subcommand: :mod:`~sam2ui.cli.segment`, :mod:`~sam2ui.cli.everything`,
 :mod:`~sam2ui.cli.track` (with
-:mod:`~sam2ui.cli.track_output` for its progress line and writer threads) and
-:mod:`~sam2ui.cli.app`; :mod:`~sam2ui.cli.common` holds the options and parsers they share.
+:mod:`~sam2ui.cli.track_output` for its progress line and writer threads, and
+:mod:`~sam2ui.cli.track_run` for one video's run with a loaded model), :mod:`~sam2ui.cli.batch`
+(with :mod:`~sam2ui.cli.batch_worker`, the per-line work, and :mod:`~sam2ui.cli.batch_ray`,
+Ray Data) and :mod:`~sam2ui.cli.app`; :mod:`~sam2ui.cli.common` holds the options and parsers
+they share.
 Each has an ``add_*`` function in :data:`SUBCOMMANDS` that builds its parser and names its
 handler, so new commands slot in beside the others. This module holds :func:`main` and
 :func:`build_parser`, and re-exports the command line's public names.
@@ -34,6 +38,7 @@ from sam2ui import __version__
 from sam2ui.core import ObjectPrompt
 
 from .app import add_app
+from .batch import add_batch
 from .common import DEFAULT_MODEL, Box, Point, parse_box, parse_point, resolve_device
 from .everything import add_everything
 from .segment import BOX_COLOR, MASK_COLOR, add_segment, render_overlay
@@ -82,6 +87,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]]
     add_segment,
     add_everything,
     add_track,
+    add_batch,
     add_app,
 ]
 

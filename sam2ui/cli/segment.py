@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["BOX_COLOR", "MASK_ALPHA", "MASK_COLOR", "add_segment", "render_overlay"]
+__all__ = [
+    "BOX_COLOR",
+    "MASK_ALPHA",
+    "MASK_COLOR",
+    "add_segment",
+    "predict_mask",
+    "render_overlay",
+    "save_mask",
+]
 
 # Overlay colours (RGB): mask tint and box outline. Clicks are drawn in the renderer's
 # POSITIVE_COLOR / NEGATIVE_COLOR, as in the app and the widgets.
@@ -101,6 +109,34 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def predict_mask(
+    predictor: Any, points: Sequence[Click], box: Box | None, multimask: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One object's mask on the image ``predictor`` holds: (the mask as bool HxW, every
+    candidate's predicted IoU, the index of the mask chosen: the best with ``multimask``)."""
+    import numpy as np
+
+    masks, scores, _ = predictor.predict(
+        point_coords=np.array([[p.x, p.y] for p in points], dtype=np.float32) if points else None,
+        point_labels=np.array([p.label for p in points], dtype=np.int64) if points else None,
+        box=np.array(box, dtype=np.float32) if box is not None else None,
+        multimask_output=multimask,
+    )
+    masks_np = _to_numpy(masks)
+    scores_np = _to_numpy(scores).reshape(-1)
+    best = int(np.argmax(scores_np)) if multimask else 0
+    # Masks come back binarised (bool or 0./1.); "> 0" also reads raw logits correctly.
+    return masks_np[best] > 0, scores_np, best
+
+
+def save_mask(mask: np.ndarray, path: Path) -> None:
+    """The mask as an 8-bit PNG: 255 = object, 0 = background."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path, format="PNG")
+
+
 def _load_rgb(path: Path, parser: argparse.ArgumentParser) -> np.ndarray:
     """The image as an HWC uint8 RGB array, upright as viewers show it, any file mode."""
     from sam2ui.core import ImageReadError, ImageTooLargeError, load_image
@@ -136,9 +172,6 @@ def run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     except PromptError as err:
         parser.error(str(err))
 
-    import numpy as np
-    from PIL import Image
-
     from sam2ui.core import SAM2ImagePredictor, resolve_dtype
 
     device = pick_device(args.device, parser)
@@ -150,19 +183,8 @@ def run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         return load_failed("sam2ui segment", source, err)
 
     predictor.set_image(rgb)
-    masks, scores, _ = predictor.predict(
-        point_coords=np.array([[p.x, p.y] for p in points], dtype=np.float32) if points else None,
-        point_labels=np.array([p.label for p in points], dtype=np.int64) if points else None,
-        box=np.array(box, dtype=np.float32) if box is not None else None,
-        multimask_output=args.multimask,
-    )
-    masks_np = _to_numpy(masks)
-    scores_np = _to_numpy(scores).reshape(-1)
-    best = int(np.argmax(scores_np)) if args.multimask else 0
-    # Masks come back binarised (bool or 0./1.); "> 0" also reads raw logits correctly.
-    mask = masks_np[best] > 0
-
-    Image.fromarray(mask.astype(np.uint8) * 255).save(args.out, format="PNG")
+    mask, scores_np, best = predict_mask(predictor, points, box, args.multimask)
+    save_mask(mask, args.out)
     if args.overlay is not None:
         render_overlay(rgb, mask, points, box).save(args.overlay, format="PNG")
 

@@ -13,15 +13,13 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sam2ui.core import ObjectPrompt
 
 from .common import add_model_options, add_prompt_options, load_failed, model_source, pick_device
-from .track_output import FORMATS, OUTPUT_FILES, _Progress, start_writers
-
-if TYPE_CHECKING:
-    import numpy as np
+from .track_output import FORMATS
+from .track_run import TrackFailed, add_prompts, track_into, video_name
 
 __all__ = ["DIRECTIONS", "FORMATS", "MAX_PNG_ID", "add_track", "parse_formats"]
 
@@ -124,22 +122,6 @@ def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=run_track, command_parser=parser)
 
 
-def _plan(
-    starts: tuple[int, int], num_frames: int, direction: str, max_frames: int | None
-) -> list[tuple[int, bool, int]]:
-    """The propagation passes: (start frame, reverse, frames yielded)."""
-    first, last = starts
-    span = num_frames if max_frames is None else max_frames
-    passes = []
-    if direction in ("forward", "both"):
-        passes.append((first, False, min(first + span, num_frames - 1) - first + 1))
-    if direction == "both" and first > 0:
-        passes.append((first, True, first - max(first - span, 0) + 1))
-    if direction == "backward":
-        passes.append((last, True, last - max(last - span, 0) + 1))
-    return passes
-
-
 def _inline_prompts(
     args: argparse.Namespace, parser: argparse.ArgumentParser
 ) -> list[ObjectPrompt]:
@@ -216,123 +198,52 @@ def _track(
     device: str,
     formats: Sequence[str],
 ) -> int:
-    """Load the model, prompt, propagate and write; the exit status."""
-    import numpy as np
-
+    """Load the model, prompt, propagate and write (:func:`track_into`); the exit status."""
     from sam2ui.core import SAM2VideoPredictor, resolve_dtype
 
-    num_frames, height, width = len(frames), frames.height, frames.width
     prog = "sam2ui track"
     try:
         predictor = SAM2VideoPredictor.from_pretrained(
             source_name, device=device, dtype=resolve_dtype(args.dtype)
         )
         state = predictor.init_state(frames)
-        for p in prompts:
-            if p.mask is not None:
-                predictor.add_new_mask(state, p.frame, p.obj_id, p.mask)
-                continue
-            predictor.add_new_points_or_box(
-                state,
-                p.frame,
-                p.obj_id,
-                points=np.array([[q.x, q.y] for q in p.points], np.float32) if p.points else None,
-                labels=np.array([q.label for q in p.points], np.int32) if p.points else None,
-                box=np.array(p.box, np.float32) if p.box is not None else None,
-                clear_old_points=True,
-            )
+        add_prompts(predictor, state, prompts)
     except (OSError, ValueError, RuntimeError) as err:
         return load_failed(prog, source_name, err)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted before tracking; nothing written", file=sys.stderr)
         return 130
-
-    frame_list = sorted({p.frame for p in prompts})
-    passes = _plan((frame_list[0], frame_list[-1]), num_frames, args.direction, args.max_frames)
-    total = sum(count for _, _, count in passes) - (len(passes) - 1)  # the start frame once
-    stream = len(passes) == 1 and not passes[0][1]  # forward only: frames come in order
-    names = {p.obj_id: p.name for p in prompts if p.name is not None}
-    writers = start_writers(
-        formats,
-        args.out,
-        height=height,
-        width=width,
-        fps=float(frames.fps),
-        video_id=args.video.stem if args.video.is_file() else args.video.name,
-        frame_count=num_frames,
-        names=names,
-    )
-
-    def emit(frame_idx: int, masks: dict[int, np.ndarray]) -> None:
-        item = (frame_idx, masks, frames.get(frame_idx))
-        for writer in writers:
-            writer.put(item)
-
-    packed: dict[int, dict[int, np.ndarray]] = {}  # frame -> {id: bit-packed mask}
-    progress = _Progress(total, args.quiet)
-    interrupted = False
-    failure: BaseException | None = None
     try:
-        for start, reverse, count in passes:
-            span = count - 1
-            for frame_idx, obj_ids, logits in predictor.propagate_in_video(
-                state, start_frame_idx=start, max_frame_num_to_track=span, reverse=reverse
-            ):
-                if frame_idx in packed:
-                    continue  # the start frame, already given by the forward pass
-                binary = (logits > 0).cpu().numpy().reshape(len(obj_ids), height, width)
-                ids: list[Any] = list(obj_ids)  # our prompts use int ids
-                masks = {int(oid): binary[i] for i, oid in enumerate(ids)}
-                if stream:
-                    emit(frame_idx, masks)
-                    packed[frame_idx] = {}
-                else:
-                    packed[frame_idx] = {oid: np.packbits(m) for oid, m in masks.items()}
-                progress.update()
-    except KeyboardInterrupt:
-        interrupted = True
-    except (OSError, ValueError, RuntimeError) as err:
-        failure = err
-    finally:
-        progress.close()
-
-    if failure is not None:
-        for writer in writers:
-            writer.finish(abort=True)
-        print(f"{prog}: error: tracking failed: {failure}", file=sys.stderr)
+        run = track_into(
+            predictor,
+            state,
+            frames,
+            prompts,
+            args.out,
+            formats=formats,
+            direction=args.direction,
+            max_frames=args.max_frames,
+            video_id=video_name(args.video),
+            quiet=args.quiet,
+        )
+    except TrackFailed as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
         return 1
-    if not stream:
-        for frame_idx in sorted(packed):
-            masks = {
-                oid: np.unpackbits(bits, count=height * width).reshape(height, width).view(bool)
-                for oid, bits in packed[frame_idx].items()
-            }
-            emit(frame_idx, masks)
-    for writer in writers:
-        writer.finish(abort=not packed)
-
-    written = []
-    for writer, name in zip(writers, formats):
-        if writer.error is not None:
-            print(f"{prog}: error: writing {name} failed: {writer.error}", file=sys.stderr)
-            return 1
-        written.append(args.out / OUTPUT_FILES[name])
-    if interrupted:
-        if not packed:
+    if run.interrupted:
+        if not run.frames:
             print(
                 f"{prog}: interrupted before any frame was tracked; nothing written",
                 file=sys.stderr,
             )
         else:
             print(
-                f"{prog}: interrupted after {len(packed)} of {total} frames; wrote the frames "
-                "tracked so far",
+                f"{prog}: interrupted after {len(run.frames)} of {run.total} frames; wrote the "
+                "frames tracked so far",
                 file=sys.stderr,
             )
         return 130
-    lo, hi = min(packed), max(packed)
-    count = len({p.obj_id for p in prompts})
-    print(f"tracked {count} object(s) on frames {lo}..{hi} ({len(packed)} frames)")
-    for path in written:
+    lo, hi = run.frames[0], run.frames[-1]
+    print(f"tracked {run.objects} object(s) on frames {lo}..{hi} ({len(run.frames)} frames)")
+    for path in run.written:
         print(f"{path}")
     return 0
