@@ -234,12 +234,15 @@ def _run(
     from .batch_ray import plan_cluster, run_on_ray, start_ray, stop_ray
 
     try:
-        resources = start_ray(args.address, quiet=args.quiet)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"the Ray cluster at {args.address}" if args.address else "a local Ray cluster"
-        print(f"sam2ui batch: error: cannot start {where}: {err}", file=sys.stderr)
-        return 1
-    try:
+        try:
+            resources = start_ray(args.address, quiet=args.quiet)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {args.address}" if args.address else "a local cluster"
+            message = f"cannot start {where}: {err}"
+            for item in items:  # one row per id: none of them ran
+                report.add(result_row(item.id, "failed", error=message), announce=False)
+            print(f"sam2ui batch: error: {message}", file=sys.stderr)
+            return 1
         try:
             plan = plan_cluster(resources, args.workers, args.gpus_per_worker)
         except ValueError as err:

@@ -12,6 +12,7 @@ back as failed, and the others go on. Ray is imported only here, inside the func
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -24,6 +25,9 @@ from .batch_worker import (
     options_dict,
     result_row,
 )
+
+# How long to wait for a cluster's address to answer before saying it does not.
+CONNECT_SECONDS = 5.0
 
 __all__ = ["ClusterPlan", "plan_cluster", "run_on_ray", "start_ray", "stop_ray"]
 
@@ -52,6 +56,7 @@ def start_ray(address: str | None, quiet: bool = True) -> dict[str, float]:
         "configure_logging": True,
     }
     if address:
+        _check_reachable(address)
         ray.init(address=address, **common)
     else:
         from sam2ui.core import usable_cpus
@@ -68,6 +73,19 @@ def start_ray(address: str | None, quiet: bool = True) -> dict[str, float]:
     # A line whose every run killed its worker comes back as failed; the rest go on.
     context.max_errored_blocks = -1
     return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
+def _check_reachable(address: str) -> None:
+    """Raise ConnectionError at once when nothing answers at a host:port address (Ray itself
+    keeps retrying for minutes); "auto" and ray:// addresses are left to Ray."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_SECONDS):
+            pass
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"nothing answers at {address} ({err})") from None
 
 
 def _local_gpus() -> int:

@@ -62,7 +62,7 @@ class BatchOptions:
     """What every worker needs to know, as plain values (it travels to the worker processes)."""
 
     source: str
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "float32"
     formats: tuple[str, ...] = ("zip", "json", "mp4")
     direction: str = "both"
@@ -145,9 +145,10 @@ class BatchWorker:
         self.options = BatchOptions(**{**options, "formats": tuple(options["formats"])})
         self.out = Path(out)
         self._predictors: dict[str, Any] = {}
-        if self.options.device == "cpu":
-            from sam2ui.core import configure_threads
+        from sam2ui.core import configure_threads, resolve_device
 
+        self.device = resolve_device(self.options.device).type  # "auto": as the engine picks
+        if self.device == "cpu":
             configure_threads(self.options.threads)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -166,7 +167,7 @@ class BatchWorker:
             cls = SAM2VideoPredictor if kind == "video" else SAM2ImagePredictor
             opts = self.options
             self._predictors[kind] = cls.from_pretrained(
-                opts.source, device=opts.device, dtype=resolve_dtype(opts.dtype)
+                opts.source, device=self.device, dtype=resolve_dtype(opts.dtype)
             )
         return self._predictors[kind]
 

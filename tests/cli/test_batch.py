@@ -200,6 +200,27 @@ def test_without_ray_it_says_so(
     )
 
 
+def test_an_unreachable_cluster_is_reported_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import socket
+
+    pytest.importorskip("ray.data")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "video": "a.mp4", "prompts": "p.json"}\n')
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    argv = ["batch", str(manifest), "--out", str(tmp_path / "out"), "--address"]
+    assert main([*argv, f"127.0.0.1:{port}"]) == 1
+    assert time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert f"cannot start the Ray cluster at 127.0.0.1:{port}: nothing answers at" in err
+    row = json.loads((tmp_path / "out" / "results.jsonl").read_text())
+    assert row["status"] == "failed" and row["error"].startswith("cannot start the Ray cluster")
+
+
 # ------------------------------------------------------------------ the worker, without Ray
 
 
@@ -235,7 +256,10 @@ def test_worker_writes_what_track_writes(dataset: Path, checkpoint: Path, tmp_pa
 
 
 def test_worker_image_prompt_errors(dataset: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from sam2ui.core import resolve_device
+
     worker = BatchWorker(options_dict(BatchOptions(source=str(checkpoint))), str(tmp_path))
+    assert worker.device == resolve_device(None).type  # "auto", as the engine picks
     bad = _prompts(tmp_path / "bad.json", [{"id": 1, "frame": 2, "points": [[5, 5]]}])
     row = worker.run(BatchItem("x", "image", str(dataset / "photo.png"), str(bad)))
     assert row["status"] == "failed" and "frame 0 only" in row["error"]
