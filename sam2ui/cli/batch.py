@@ -28,7 +28,7 @@ from .batch_worker import (
     result_row,
 )
 from .common import add_model_options, model_source
-from .track import DIRECTIONS, parse_formats
+from .track import add_tracking_options, check_max_frames
 from .track_output import FORMATS
 
 __all__ = ["RESULTS_FILE", "add_batch", "run_batch"]
@@ -67,27 +67,7 @@ def add_batch(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("manifest", type=Path, metavar="MANIFEST.jsonl", help="the lines to run")
-    parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder for the results (created)"
-    )
-    parser.add_argument(
-        "--formats",
-        type=parse_formats,
-        metavar="LIST",
-        help="what to write per video, comma-separated: zip, json, mp4 (default: all three)",
-    )
-    parser.add_argument(
-        "--direction",
-        choices=DIRECTIONS,
-        default="both",
-        help="which way to track from the prompted frames (default: both)",
-    )
-    parser.add_argument(
-        "--max-frames",
-        type=int,
-        metavar="N",
-        help="track at most N frames beyond the start frame in each direction (default: all)",
-    )
+    add_tracking_options(parser, per=" per video")
     parser.add_argument(
         "--allow-outside-paths",
         action="store_true",
@@ -175,8 +155,7 @@ def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         items = read_manifest(args.manifest)
     except ManifestError as err:
         parser.error(str(err))
-    if args.max_frames is not None and args.max_frames < 0:
-        parser.error(f"argument --max-frames: must be >= 0, got {args.max_frames}")
+    check_max_frames(args, parser)
     if args.workers is not None and args.workers < 1:
         parser.error(f"argument --workers: must be >= 1, got {args.workers}")
     if args.gpus_per_worker is not None and args.gpus_per_worker < 0:

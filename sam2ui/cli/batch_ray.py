@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from .batch_worker import (
@@ -127,9 +127,10 @@ def run_on_ray(
     arrives (one per item: a line whose worker died on every try comes back as failed)."""
     import ray
 
-    options = BatchOptions(**{**asdict(options), "threads": options.threads or plan.cpus})
-    if plan.gpus and options.device in ("auto", "cpu"):
-        options = BatchOptions(**{**asdict(options), "device": "cuda"})
+    gpu = plan.gpus and options.device in ("auto", "cpu")
+    options = replace(
+        options, threads=options.threads or plan.cpus, device="cuda" if gpu else options.device
+    )
     rows = [asdict(item) for item in items]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
     results = dataset.map_batches(

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -197,7 +196,6 @@ class BatchWorker:
         except Exception as err:  # one line's failure never stops the others
             shutil.rmtree(partial, ignore_errors=True)
             message = str(err) or type(err).__name__
-            print(f"sam2ui batch: {item.id}: failed: {message}", file=sys.stderr)
             return result_row(item.id, "failed", seconds=time.monotonic() - start, error=message)
         except BaseException:  # Ctrl+C or the worker stopping: nothing is marked done
             shutil.rmtree(partial, ignore_errors=True)

@@ -21,7 +21,15 @@ from .common import add_model_options, add_prompt_options, load_failed, model_so
 from .track_output import FORMATS
 from .track_run import TrackFailed, add_prompts, track_into, video_name
 
-__all__ = ["DIRECTIONS", "FORMATS", "MAX_PNG_ID", "add_track", "parse_formats"]
+__all__ = [
+    "DIRECTIONS",
+    "FORMATS",
+    "MAX_PNG_ID",
+    "add_track",
+    "add_tracking_options",
+    "check_max_frames",
+    "parse_formats",
+]
 
 DIRECTIONS = ("forward", "backward", "both")
 # Largest object id the zip's PNGs hold (ids over 255 get 16-bit PNGs instead of indexed ones).
@@ -38,6 +46,38 @@ def parse_formats(text: str) -> tuple[str, ...]:
             "separated by commas"
         )
     return tuple(dict.fromkeys(names))
+
+
+def add_tracking_options(parser: argparse.ArgumentParser, per: str = "") -> None:
+    """--out, --formats, --direction and --max-frames, shared by ``track`` and ``batch``
+    (``per``: what each format is written for, in --formats' help)."""
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder for the results (created)"
+    )
+    parser.add_argument(
+        "--formats",
+        type=parse_formats,
+        metavar="LIST",
+        help=f"what to write{per}, comma-separated: zip, json, mp4 (default: all three)",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        default="both",
+        help="which way to track from the prompted frames (default: both)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        metavar="N",
+        help="track at most N frames beyond the start frame in each direction (default: all)",
+    )
+
+
+def check_max_frames(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A usage error for a negative --max-frames."""
+    if args.max_frames is not None and args.max_frames < 0:
+        parser.error(f"argument --max-frames: must be >= 0, got {args.max_frames}")
 
 
 def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,27 +136,7 @@ def add_track(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="N",
         help="the frame --point/--box refer to (default: 0, the first)",
     )
-    parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="folder for the results (created)"
-    )
-    parser.add_argument(
-        "--formats",
-        type=parse_formats,
-        metavar="LIST",
-        help="what to write, comma-separated: zip, json, mp4 (default: all three)",
-    )
-    parser.add_argument(
-        "--direction",
-        choices=DIRECTIONS,
-        default="both",
-        help="which way to track from the prompted frames (default: both)",
-    )
-    parser.add_argument(
-        "--max-frames",
-        type=int,
-        metavar="N",
-        help="track at most N frames beyond the start frame in each direction (default: all)",
-    )
+    add_tracking_options(parser)
     add_model_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_track, command_parser=parser)
@@ -146,8 +166,7 @@ def _inline_prompts(
 def run_track(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Check the arguments and the prompts against the video, then track (:func:`_track`)."""
     prompts = _inline_prompts(args, parser)
-    if args.max_frames is not None and args.max_frames < 0:
-        parser.error(f"argument --max-frames: must be >= 0, got {args.max_frames}")
+    check_max_frames(args, parser)
     formats: tuple[str, ...] = args.formats or FORMATS
     has_av = importlib.util.find_spec("av") is not None
     if "mp4" in formats and not has_av:

@@ -148,7 +148,6 @@ def track_into(
                 progress.update()
     except KeyboardInterrupt:
         if not stop_on_interrupt:
-            progress.close()
             abort_writers()
             raise
         run.interrupted = True
