@@ -70,14 +70,42 @@ def _tracking_times(
     return load, seconds
 
 
-def _ray_start_seconds() -> float:
+def _cpu_ticks() -> dict[int, int]:
+    """CPU ticks (user + system) of every process, from /proc (Linux)."""
+    ticks = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def _ray_start_seconds(idle_s: float = 0.0) -> tuple[float, float | None]:
+    """(seconds to start a local cluster, the share of one core every process but this one
+    used over ``idle_s`` seconds of the idle cluster, 5 s after it started; None if not
+    measured)."""
+    import os
+
     from sam2ui.cli.batch_ray import start_ray, stop_ray
 
     start = time.perf_counter()
     start_ray(None)
     took = time.perf_counter() - start
+    idle = None
+    if idle_s > 0 and Path("/proc/self/stat").exists():
+        time.sleep(5)
+        before = _cpu_ticks()
+        time.sleep(idle_s)
+        after = _cpu_ticks()
+        used = sum(
+            t - before[pid] for pid, t in after.items() if pid in before and pid != os.getpid()
+        )
+        idle = used / os.sysconf("SC_CLK_TCK") / idle_s
     stop_ray()
-    return took
+    return took, idle
 
 
 def main() -> None:
@@ -88,6 +116,13 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
     parser.add_argument("--formats", default="json,zip")
     parser.add_argument("--checkpoint", help="weights (default: random sam2.1-hiera-tiny)")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=10.0,
+        help="measure the CPU the idle cluster uses over this long (0: not)",
+    )
+    parser.add_argument("--idle-only", action="store_true", help="only start Ray and measure")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.split("x"))
 
@@ -97,11 +132,15 @@ def main() -> None:
     cpus = usable_cpus()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        ray_start, idle = _ray_start_seconds(args.idle_seconds)
+        print(f"starting a local Ray cluster: {ray_start:.1f} s ({cpus} CPUs)")
+        if idle is not None:
+            print(f"the machine's other processes with the cluster idle: {idle:.1%} of one core")
+        if args.idle_only:
+            return
         checkpoint = args.checkpoint or str(build_checkpoint(folder))
         manifest = _manifest(folder, args.videos, args.frames, height, width)
-        ray_start = _ray_start_seconds()
-        print(f"{args.videos} videos of {args.frames} frames at {width}x{height}, {cpus} CPUs")
-        print(f"starting a local Ray cluster: {ray_start:.1f} s")
+        print(f"{args.videos} videos of {args.frames} frames at {width}x{height}")
         header = (
             "workers | threads | track s/video | load s | batch job s | fixed s | videos/min "
             "| Ray overhead s/video | overhead / tracking"
