@@ -144,6 +144,12 @@ class VideoHandlers:
         work.frame_idx = int(frame_idx)
         return work.frame_idx
 
+    def _call(self, work: VideoWork, frame: int) -> Any:
+        """How to run a prompt on ``frame``: in the interactive lane when the frame's features
+        are at hand, else in the heavy lane, as the image encoding it starts with is heavy
+        work that other people's clicks may pass."""
+        return self.ctx.call if work.annotator.is_encoded(frame) else self.ctx.call_heavy
+
     def open_checked(self, path: str | os.PathLike[str]) -> FrameSource:
         """The video at ``path``, opened and checked (:func:`~sam2ui.app.uploads.open_video`)."""
         return open_video(self.ctx.config, path)
@@ -241,7 +247,7 @@ class VideoHandlers:
             frame = self._frame(work, frame_idx)
             check_inside(work.annotator.size, x, y, "frame")
             target = target_object(work, obj_id)
-            work.annotator, _ = self.ctx.call(
+            work.annotator, _ = self._call(work, frame)(
                 VideoAnnotator.add_click,
                 work.annotator,
                 frame,
@@ -268,7 +274,7 @@ class VideoHandlers:
             check_inside(work.annotator.size, x0, y0, "frame")
             check_inside(work.annotator.size, x1, y1, "frame")
             target = target_object(work, obj_id)
-            work.annotator, _ = self.ctx.call(
+            work.annotator, _ = self._call(work, frame)(
                 VideoAnnotator.set_box,
                 work.annotator,
                 frame,
@@ -290,7 +296,9 @@ class VideoHandlers:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
             before = work.annotator.objects[target].prompts.get(frame, FramePrompts())
-            work.annotator, _ = self.ctx.call(VideoAnnotator.undo, work.annotator, frame, target)
+            work.annotator, _ = self._call(work, frame)(
+                VideoAnnotator.undo, work.annotator, frame, target
+            )
             work.version += 1
             if work.annotator.objects[target].prompts.get(frame, FramePrompts()) == before:
                 return self._view(work, f"Nothing to undo for object {target} on frame {frame}.")
@@ -304,7 +312,7 @@ class VideoHandlers:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             target = target_object(work, obj_id)
-            work.annotator, _ = self.ctx.call(
+            work.annotator, _ = self._call(work, frame)(
                 VideoAnnotator.clear_frame, work.annotator, frame, target
             )
             work.version += 1

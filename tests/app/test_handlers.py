@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,6 +315,33 @@ def test_video_prompt_propagate_and_export(video_ctx: AppContext, video_file: Pa
     with zipfile.ZipFile(zip_path) as zf:
         assert len([n for n in zf.namelist() if n.endswith(".png")]) >= 6
     assert json.loads(json_path.read_text())["masklet"]
+
+
+def test_a_video_prompt_that_encodes_its_frame_is_heavy_work(
+    video_ctx: AppContext, video_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clicks never wait for others' encodings: a prompt on a frame whose features must be
+    computed first is itself an encoding, scheduled in the heavy lane; the next prompts on
+    that frame are quick and go first."""
+    from sam2ui.core import Lane
+
+    lanes: list[Lane] = []
+    run = video_ctx._run
+
+    def recording(lane: Lane, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        lanes.append(lane)
+        return run(lane, fn, *args, **kwargs)
+
+    monkeypatch.setattr(video_ctx, "_run", recording)
+    h = VideoHandlers(video_ctx)
+    sid, _ = h.upload(None, video_file)
+    lanes.clear()
+    h.click(sid, 3, None, 40, 48)  # frame 3 not encoded yet
+    h.click(sid, 3, None, 50, 48, positive=False)
+    h.box(sid, 3, None, 20, 30, 60, 66)
+    h.undo(sid, 3, 1)
+    h.box(sid, 5, None, 20, 30, 60, 66)  # another frame: encoded first again
+    assert lanes == [Lane.HEAVY, Lane.INTERACTIVE, Lane.INTERACTIVE, Lane.INTERACTIVE, Lane.HEAVY]
 
 
 def test_video_cancel_keeps_tracked_frames(video_ctx: AppContext, video_file: Path) -> None:

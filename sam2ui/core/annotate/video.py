@@ -153,6 +153,11 @@ class VideoAnnotator(ObjectTable[VideoObject]):
         out of it."""
         return self.session.source.get(self._frame_idx(frame_idx))
 
+    def is_encoded(self, frame_idx: int) -> bool:
+        """Whether the frame's image features are at hand, so that a prompt there runs no
+        image encoding (servers schedule a prompt that does as heavy work)."""
+        return self._frame_idx(frame_idx) in self.session.features
+
     # ------------------------------------------------------------------ objects
     def add_object(self, name: str | None = None) -> int:
         """A new object (ids 1, 2, ... never reused; default name "object N")."""
