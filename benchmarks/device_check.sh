@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (benchmarks/README.md, "On a GPU machine").
 #
-#   bash benchmarks/device_check.sh            # every check below
+#   bash benchmarks/device_check.sh            # the GPU check (about 5 minutes)
 #   bash benchmarks/device_check.sh compat     # only the newer-Python check
+#   bash benchmarks/device_check.sh all        # both
 #   TESTS="tests/core/video" bash benchmarks/device_check.sh compat   # fewer tests
 #
 # compat: the engine's tests (tests/core, tests/cli, the parity tests included) on that machine's
@@ -11,6 +12,12 @@
 #   package registry, so the wheels travel in .whl/ (named in the device tool's `carry`); make
 #   them here with `bash benchmarks/device_wheels.sh`. Without .whl/ the installed packages are
 #   used as they are.
+#
+# gpu: benchmarks/device_gpu.py, sam2ui against Meta's `sam2` 1.1.0 on the card: CUDA parity
+#   (float32 <= 1e-4, bfloat16 IoU >= 0.98), then video FPS (eager, and compiled against
+#   vos_optimized=True), peak memory, set_image, click and automatic masks, with the targets.
+#   Needs Meta's `sam2` and hydra-core there (the wheels in .whl/, see above). GPU_ARGS passes
+#   options, e.g. GPU_ARGS="--variants sam2.1-hiera-tiny --budget 200".
 #
 # Prints what it ran on and each check's outcome; with $OUT set (the device tool sets it) the
 # logs are written there too. On a machine without CUDA it says "no CUDA" and runs the checks
@@ -21,7 +28,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-python3}"
 LOGS="${OUT:-$(mktemp -d)}"
-WHAT="${1:-all}"
+WHAT="${1:-gpu}"
 FAILED=0
 
 echo "== machine"
@@ -73,8 +80,22 @@ PY
     [[ $status == 0 ]] || FAILED=$((FAILED + 1))
 }
 
+gpu() {
+    echo "== gpu: sam2ui against Meta's sam2 on this card"
+    # shellcheck disable=SC2086
+    timeout 360 "$PYTHON" benchmarks/device_gpu.py ${GPU_ARGS:-} 2>&1 | tee "$LOGS/gpu.log"
+    local status=${PIPESTATUS[0]}
+    echo "gpu: exit status $status"
+    [[ $status == 0 ]] || FAILED=$((FAILED + 1))
+}
+
 case "$WHAT" in
-    compat | all) compat ;;
+    compat) compat ;;
+    gpu) gpu ;;
+    all)
+        compat
+        gpu
+        ;;
     *)
         echo "unknown check: $WHAT" >&2
         exit 2
