@@ -31,10 +31,13 @@ from sam2ui.core import (
     ServerFull,
     SessionManager,
     SessionNotFound,
+    compile_model,
     configure_threads,
     default_model_cache,
     image_predictor,
+    is_compiled,
     video_predictor,
+    warm_up,
 )
 
 from . import zerogpu
@@ -183,6 +186,8 @@ class AppContext:
         try:
             # The video view too: on ZeroGPU both must exist before a GPU worker is forked.
             self.cache.get_video_model(self.config.model, self.device, self.config.dtype)
+            if self.config.compile and not zerogpu.on_zero_gpu():
+                self._compile()  # (on ZeroGPU the model is on the CPU until a GPU call)
         except (CheckpointUnavailableError, FileNotFoundError, ValueError, RuntimeError) as err:
             self.model_error = (
                 _weights_missing(self.config.model, err)
@@ -196,6 +201,20 @@ class AppContext:
             return False
         self.model_error = None
         return True
+
+    def _compile(self) -> None:
+        """Compile the shared model (once) and warm it up before anyone uses it."""
+        video = video_predictor(
+            self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
+        )
+        if is_compiled(video.model):
+            return
+        compile_model(video.model)  # its modules are the image model's too
+        log.info("compiling the model %s (a warm-up on made-up frames)...", self.config.model)
+        seconds = warm_up(video) + warm_up(image_predictor(
+            self.config.model, device=self.device, dtype=self.config.dtype, cache=self.cache
+        ))  # fmt: skip
+        log.info("the model %s is compiled (%.1f s)", self.config.model, seconds)
 
     def model_banner(self) -> str | None:
         """The model's message for a page being opened (None when the model is fine); a

@@ -78,6 +78,8 @@ class AppConfig:
         share: ask gradio for a public share link.
         preload: load the model when the app is built (always on under ZeroGPU).
         analytics: let gradio send its usage analytics (off unless asked for).
+        compile: compile the shared model with ``torch.compile`` when it loads, and warm it
+            up then (tens of seconds, logged) so that no visitor waits for the compiling.
     """
 
     model: str = DEFAULT_MODEL
@@ -100,6 +102,7 @@ class AppConfig:
     share: bool = False
     preload: bool = True
     analytics: bool = False
+    compile: bool = False
     launch_kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +176,9 @@ def add_app_arguments(parser: argparse.ArgumentParser, *, model_options: bool = 
         weights.add_argument("--checkpoint", metavar="PATH", help="local weights instead")
         parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
         parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+        parser.add_argument(
+            "--compile", action="store_true", help="compile the model with torch.compile"
+        )
     defaults = AppConfig()
     # A Space (or any gradio host) says where to listen through gradio's own variables.
     host = os.environ.get("GRADIO_SERVER_NAME") or defaults.host
@@ -304,4 +310,5 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
         model_workers=args.model_workers,
         threads=args.threads,
         analytics=getattr(args, "gradio_analytics", False),
+        compile=getattr(args, "compile", False),
     )

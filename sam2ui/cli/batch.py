@@ -171,6 +171,7 @@ def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         direction=args.direction,
         max_frames=args.max_frames,
         allow_outside_paths=args.allow_outside_paths,
+        compile=args.compile,
     )
     _prepare_out(args.out, parser)
     done = [item for item in items if (args.out / item.id).is_dir()]

@@ -68,6 +68,7 @@ class BatchOptions:
     max_frames: int | None = None
     allow_outside_paths: bool = False
     threads: int | None = None
+    compile: bool = False  # torch.compile, warmed up once per worker when its model loads
 
 
 def read_manifest(path: Path) -> list[BatchItem]:
@@ -161,13 +162,17 @@ class BatchWorker:
     def predictor(self, kind: str) -> Any:
         """The video or image predictor, loaded on first use."""
         if kind not in self._predictors:
-            from sam2ui.core import SAM2ImagePredictor, SAM2VideoPredictor, resolve_dtype
+            from sam2ui.core import SAM2ImagePredictor, SAM2VideoPredictor, resolve_dtype, warm_up
 
             cls = SAM2VideoPredictor if kind == "video" else SAM2ImagePredictor
             opts = self.options
-            self._predictors[kind] = cls.from_pretrained(
-                opts.source, device=self.device, dtype=resolve_dtype(opts.dtype)
-            )
+            predictor = cls.from_pretrained(
+                opts.source, device=self.device, dtype=resolve_dtype(opts.dtype),
+                compile=opts.compile,
+            )  # fmt: skip
+            if opts.compile:
+                warm_up(predictor)  # here, so that no line's time includes the compiling
+            self._predictors[kind] = predictor
         return self._predictors[kind]
 
     def run(self, item: BatchItem) -> dict[str, Any]:

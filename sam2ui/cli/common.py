@@ -12,6 +12,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from sam2ui.core import Box, Click, configure_threads
 
@@ -23,6 +24,7 @@ __all__ = [
     "Point",
     "add_model_options",
     "add_prompt_options",
+    "compile_now",
     "device_available",
     "load_failed",
     "model_source",
@@ -124,6 +126,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="compute precision (default: float32)"
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile before the work starts (takes tens of "
+        "seconds, reported; needs a C++ compiler on a CPU, where eager is often as fast)",
+    )
 
 
 def model_source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -177,6 +185,21 @@ def pick_device(name: str, parser: argparse.ArgumentParser) -> str:
         except ValueError as err:
             parser.error(str(err))
     return device
+
+
+def compile_now(prog: str, predictor: Any, args: argparse.Namespace) -> None:
+    """With ``--compile``, warm the compiled model up now and say how long it took (on
+    stderr, unless ``--quiet``), so that the time is not hidden in the first frame."""
+    if not getattr(args, "compile", False):
+        return
+    from sam2ui.core import warm_up
+
+    quiet = getattr(args, "quiet", False)
+    if not quiet:
+        print(f"{prog}: compiling the model...", file=sys.stderr, flush=True)
+    seconds = warm_up(predictor)
+    if not quiet:
+        print(f"{prog}: compiled in {seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def load_failed(prog: str, source: str, err: BaseException) -> int:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .common import add_model_options, load_failed, model_source, pick_device
+from .common import add_model_options, compile_now, load_failed, model_source, pick_device
 
 __all__ = ["add_everything", "run_everything"]
 
@@ -133,8 +133,9 @@ def run_everything(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     device = pick_device(args.device, parser)
     try:
         predictor = SAM2ImagePredictor.from_pretrained(
-            source, device=device, dtype=resolve_dtype(args.dtype)
+            source, device=device, dtype=resolve_dtype(args.dtype), compile=args.compile
         )
+        compile_now("sam2ui everything", predictor, args)
     except (OSError, ValueError, RuntimeError) as err:
         return load_failed("sam2ui everything", source, err)
     generator = SAM2AutomaticMaskGenerator(

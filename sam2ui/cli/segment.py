@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from sam2ui.core import Box, Click
 
-from .common import add_model_options, add_prompt_options, load_failed, model_source, pick_device
+from .common import (
+    add_model_options,
+    add_prompt_options,
+    compile_now,
+    load_failed,
+    model_source,
+    pick_device,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -177,8 +184,9 @@ def run_segment(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     device = pick_device(args.device, parser)
     try:
         predictor = SAM2ImagePredictor.from_pretrained(
-            source, device=device, dtype=resolve_dtype(args.dtype)
+            source, device=device, dtype=resolve_dtype(args.dtype), compile=args.compile
         )
+        compile_now("sam2ui segment", predictor, args)
     except (OSError, ValueError, RuntimeError) as err:
         return load_failed("sam2ui segment", source, err)
 

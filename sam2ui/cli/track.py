@@ -17,7 +17,14 @@ from typing import Any
 
 from sam2ui.core import ObjectPrompt
 
-from .common import add_model_options, add_prompt_options, load_failed, model_source, pick_device
+from .common import (
+    add_model_options,
+    add_prompt_options,
+    compile_now,
+    load_failed,
+    model_source,
+    pick_device,
+)
 from .track_output import FORMATS
 from .track_run import TrackFailed, add_prompts, track_into, video_name
 
@@ -223,8 +230,9 @@ def _track(
     prog = "sam2ui track"
     try:
         predictor = SAM2VideoPredictor.from_pretrained(
-            source_name, device=device, dtype=resolve_dtype(args.dtype)
+            source_name, device=device, dtype=resolve_dtype(args.dtype), compile=args.compile
         )
+        compile_now(prog, predictor, args)
         state = predictor.init_state(frames)
         add_prompts(predictor, state, prompts)
     except (OSError, ValueError, RuntimeError) as err:

@@ -25,6 +25,10 @@ _LAZY: dict[str, str] = {
     "variant_names": "sam2ui.core.modeling.config",
     "SAM2Model": "sam2ui.core.modeling.sam2",
     "set_onednn_linear": "sam2ui.core.modeling.layers",
+    "CompilerMissingError": "sam2ui.core.modeling.compiled",
+    "compile_model": "sam2ui.core.modeling.compiled",
+    "is_compiled": "sam2ui.core.modeling.compiled",
+    "warm_up": "sam2ui.core.video.warm_up",
     "build_sam2": "sam2ui.core.loading.build",
     "build_sam2_hf": "sam2ui.core.loading.build",
     "infer_variant": "sam2ui.core.loading.checkpoint",
@@ -133,6 +137,7 @@ __all__ = [
     "CheckpointUnavailableError",
     "Click",
     "Color",
+    "CompilerMissingError",
     "Direction",
     "FramePrompts",
     "FrameSource",
@@ -172,6 +177,7 @@ __all__ = [
     "canvas_css",
     "canvas_js",
     "check_prompts_inside",
+    "compile_model",
     "configure_threads",
     "cutout_png",
     "davis_palette",
@@ -184,6 +190,7 @@ __all__ = [
     "image_from_array",
     "image_predictor",
     "infer_variant",
+    "is_compiled",
     "iter_sav_json",
     "load_image",
     "load_prompt_file",
@@ -211,6 +218,7 @@ __all__ = [
     "validate_prompts",
     "variant_names",
     "video_predictor",
+    "warm_up",
     "write_davis_png_zip",
     "write_overlay_mp4",
     "write_sav_json",
@@ -267,6 +275,7 @@ if TYPE_CHECKING:
     from sam2ui.core.loading.devices import resolve_device, resolve_dtype
     from sam2ui.core.loading.hub import CheckpointUnavailableError, download_checkpoint
     from sam2ui.core.masks import mask_to_coco_rle, masks_to_rle, rle_area, rle_to_bbox, rle_to_mask
+    from sam2ui.core.modeling.compiled import CompilerMissingError, compile_model, is_compiled
     from sam2ui.core.modeling.config import (
         VARIANTS,
         HieraConfig,
@@ -319,6 +328,7 @@ if TYPE_CHECKING:
     from sam2ui.core.video.sources.open import open_frames
     from sam2ui.core.video.state import UnknownObjectError, VideoSession
     from sam2ui.core.video.stream import VideoStream
+    from sam2ui.core.video.warm_up import warm_up
 
 
 def __getattr__(name: str) -> Any:

@@ -57,6 +57,31 @@ def test_options_without_a_command_start_the_app(launched: list[AppConfig]) -> N
     assert second.host == "0.0.0.0" and second.max_video_frames == 300
 
 
+def test_compile_option_compiles_the_shared_model_once_at_load(
+    launched: list[AppConfig], monkeypatch: pytest.MonkeyPatch, small_cache
+) -> None:
+    from sam2ui.app import context
+
+    assert cli.main(["--compile"]) == 0 and cli.main([]) == 0
+    assert [config.compile for config in launched] == [True, False]
+
+    # The shared test model must stay eager (other tests use it): stand-ins record the calls.
+    compiled: list[object] = []
+    warmed: list[str] = []
+    monkeypatch.setattr(context, "compile_model", compiled.append)
+    monkeypatch.setattr(context, "is_compiled", lambda model: model in compiled)
+    monkeypatch.setattr(context, "warm_up", lambda p: warmed.append(type(p).__name__) or 1.5)
+    config = AppConfig(model="sam2.1-hiera-tiny", device="cpu", port=None, compile=True)
+    ctx = context.AppContext(config, cache=small_cache)
+    try:
+        assert ctx.load_model() and ctx.load_model()  # the second finds it compiled
+    finally:
+        ctx.close()
+    assert compiled == [small_cache.get_video_model("sam2.1-hiera-tiny", "cpu")]
+    # Both kinds of work warmed up before the first visitor: tracking, then a still image.
+    assert warmed == ["SAM2VideoPredictor", "SAM2ImagePredictor"]
+
+
 def test_local_checkpoint_and_bad_options(
     launched: list[AppConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -276,6 +276,27 @@ def test_worker_image_prompt_errors(dataset: Path, checkpoint: Path, tmp_path: P
     assert row["error"] == f"the worker process died while running it, {MAX_TRIES} times"
 
 
+def test_worker_compiles_and_warms_up_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sam2ui.core
+
+    loaded: list[bool] = []
+    warmed: list[object] = []
+
+    class Loaded:
+        @classmethod
+        def from_pretrained(cls, source: str, *, device: str, dtype: Any, compile: bool) -> Any:
+            loaded.append(compile)
+            return cls()
+
+    monkeypatch.setattr(sam2ui.core, "SAM2VideoPredictor", Loaded)
+    monkeypatch.setattr(sam2ui.core, "warm_up", warmed.append)
+    options = BatchOptions(source="sam2.1-hiera-tiny", device="cpu", compile=True)
+    worker = BatchWorker(options_dict(options), str(tmp_path))
+    predictor = worker.predictor("video")
+    assert worker.predictor("video") is predictor  # loaded, compiled and warmed up once
+    assert loaded == [True] and warmed == [predictor]
+
+
 # ------------------------------------------------------------------ on a local Ray cluster
 
 

@@ -306,10 +306,14 @@ class _FakePredictor:
 
     calls: ClassVar[list[tuple[str, object]]] = []
     load_error: ClassVar[Exception | None] = None
+    compiled: ClassVar[bool | None] = None
 
     @classmethod
-    def from_pretrained(cls, source: str, *, device: str, dtype: object) -> _FakePredictor:
+    def from_pretrained(
+        cls, source: str, *, device: str, dtype: object, compile: bool = False
+    ) -> _FakePredictor:
         cls.calls.append(("from_pretrained", (source, device, dtype)))
+        cls.compiled = compile
         if cls.load_error is not None:
             raise cls.load_error
         return cls()
@@ -335,7 +339,40 @@ def fake_engine(monkeypatch: pytest.MonkeyPatch) -> type[_FakePredictor]:
     monkeypatch.setattr(sam2ui.core, "SAM2ImagePredictor", _FakePredictor)
     monkeypatch.setattr(_FakePredictor, "calls", [])
     monkeypatch.setattr(_FakePredictor, "load_error", None)
+    monkeypatch.setattr(_FakePredictor, "compiled", None)
     return _FakePredictor
+
+
+def test_compile_is_asked_for_and_warmed_up_before_the_work(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_engine: type[_FakePredictor],
+    image_file: Path,
+    out: Path,
+) -> None:
+    warmed: list[object] = []
+
+    def warm_up(predictor: object) -> float:
+        warmed.append(predictor)
+        fake_engine.calls.append(("warm_up", None))
+        return 12.34
+
+    monkeypatch.setattr(sam2ui.core, "warm_up", warm_up)
+    argv = ["segment", str(image_file), "--point", "45,30", "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0
+    assert fake_engine.compiled is False and warmed == []
+    assert "compil" not in capsys.readouterr().err
+
+    fake_engine.calls.clear()
+    assert main([*argv, "--compile"]) == 0
+    assert fake_engine.compiled is True
+    assert len(warmed) == 1 and isinstance(warmed[0], _FakePredictor)
+    # Warmed up after loading, before the image is encoded.
+    assert [name for name, _ in fake_engine.calls] == [
+        "from_pretrained", "warm_up", "set_image", "predict",
+    ]  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == "sam2ui segment: compiling the model...\nsam2ui segment: compiled in 12.3 s\n"
 
 
 def test_variant_name_and_dtype_reach_the_engine(

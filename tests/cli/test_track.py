@@ -64,8 +64,12 @@ class _FakeVideoPredictor:
         self.yielded = 0
 
     @classmethod
-    def from_pretrained(cls, source: str, *, device: str, dtype: torch.dtype) -> Any:
+    def from_pretrained(
+        cls, source: str, *, device: str, dtype: torch.dtype, compile: bool = False
+    ) -> Any:
         cls.calls.append(("from_pretrained", (source, device, dtype)))
+        if compile:
+            cls.calls.append(("compile", True))
         if cls.load_error is not None:
             raise cls.load_error
         return cls()
@@ -411,6 +415,39 @@ def test_ctrl_c_before_any_frame_writes_nothing(
     assert main(["track", str(video), "--point", "20,20", "--out", str(out), "--quiet"]) == 130
     assert list(out.iterdir()) == []
     assert "interrupted before any frame was tracked; nothing written" in capsys.readouterr().err
+
+
+def test_compile_warms_up_before_the_session(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake: type[_FakeVideoPredictor],
+    video: Path,
+    tmp_path: Path,
+) -> None:
+    def warm_up(predictor: object) -> float:
+        assert isinstance(predictor, _FakeVideoPredictor)
+        fake.calls.append(("warm_up", None))
+        return 3.0
+
+    monkeypatch.setattr(sam2ui.core, "warm_up", warm_up)
+    argv = ["track", str(video), "--point", "20,20", "--out", str(tmp_path / "o"), "--compile"]
+    assert main([*argv, "--quiet", "--formats", "json"]) == 0
+    assert [name for name, _ in fake.calls][:4] == [
+        "from_pretrained", "compile", "warm_up", "init_state",
+    ]  # fmt: skip
+    assert "compil" not in capsys.readouterr().err  # --quiet: nothing said
+    # A compile that fails (here: no C++ compiler) is a load failure: exit 1, said once.
+    from sam2ui.core import CompilerMissingError
+
+    def no_compiler(predictor: object) -> float:
+        raise CompilerMissingError("compiling the model on the CPU needs a C++ compiler")
+
+    monkeypatch.setattr(sam2ui.core, "warm_up", no_compiler)
+    argv[-2] = str(tmp_path / "o2")
+    assert main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith("cannot load model facebook/sam2.1-hiera-tiny: compiling the model on "
+                        "the CPU needs a C++ compiler\n")  # fmt: skip
 
 
 def test_model_failure_is_exit_1(

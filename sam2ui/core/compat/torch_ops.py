@@ -20,7 +20,9 @@ Operators and their public equivalents (``x @ w.T`` is ``F.linear(x, w)``):
 - ``gelu_``: ``aten.gelu_``, GELU in place; public ``F.gelu``.
 
 Probes are per dtype (float32, bfloat16): oneDNN's bfloat16 kernels need CPU features that
-float32 ones do not. Tests can force the public path with :func:`forced_fallback`.
+float32 ones do not. Tests can force the public path with :func:`forced_fallback`. While
+``torch.compile`` traces the engine, every wrapper takes the public path: the compiler cannot
+trace the private operators, and it chooses its own kernels for the public ones.
 """
 
 from __future__ import annotations
@@ -246,12 +248,18 @@ def forced_fallback(*ops: str) -> Iterator[None]:
 # --------------------------------------------------------------------------- wrappers
 
 
+def _use(op: str, dtype: torch.dtype) -> bool:
+    # torch.compile cannot trace these operators: under it, the public path (constant-folded
+    # by the tracer, so it costs nothing in eager mode either).
+    return _ACTIVE.get((op, dtype), False) and not torch.compiler.is_compiling()
+
+
 def fused_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
 ) -> torch.Tensor:
     """``activation(x @ weight.T + bias)``, activation "none", "relu" or "gelu" (exact erf),
     through oneDNN with bias and activation fused; else ``F.linear`` and the activation."""
-    if _ACTIVE.get((LINEAR_POINTWISE, x.dtype), False):
+    if _use(LINEAR_POINTWISE, x.dtype):
         return _private_linear(x, weight, bias, activation)
     return _public_linear(x, weight, bias, activation)
 
@@ -261,7 +269,7 @@ def fused_linear_add(
 ) -> torch.Tensor:
     """``x @ weight.T + bias + other`` (2-D x, other of the output's shape), the sum fused
     into oneDNN's product; else ``F.linear`` and an add."""
-    if _ACTIVE.get((LINEAR_ADD, x.dtype), False):
+    if _use(LINEAR_ADD, x.dtype):
         return _private_linear_add(x, other, weight, bias)
     return _public_linear_add(x, other, weight, bias)
 
@@ -269,14 +277,14 @@ def fused_linear_add(
 def softmax_(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Softmax of ``x`` along ``dim``, written over ``x`` where the in-place operator is there;
     else a new tensor. Use the result."""
-    if _ACTIVE.get((SOFTMAX_OUT, x.dtype), False):
+    if _use(SOFTMAX_OUT, x.dtype):
         return _private_softmax_(x, dim)
     return torch.softmax(x, dim=dim)
 
 
 def gelu_(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """GELU of ``x``, in place where the operator is there; else a new tensor. Use the result."""
-    if _ACTIVE.get((GELU_, x.dtype), False):
+    if _use(GELU_, x.dtype):
         return _private_gelu_(x, approximate)
     return F.gelu(x, approximate=approximate)
 
@@ -285,6 +293,6 @@ def mkldnn_attention(q: torch.Tensor, k: torch.Tensor, v_t: torch.Tensor) -> tor
     """``softmax(q @ k.T) @ v_t.T`` for 2-D q (rows, D), k (Lk, D), v_t (Dv, Lk): the scores
     as oneDNN tensors, so that oneDNN computes the softmax too; else :func:`fused_linear`
     products around :func:`softmax_`. The softmax is computed in float32 either way."""
-    if _ACTIVE.get((MKLDNN_ATTENTION, q.dtype), False):
+    if _use(MKLDNN_ATTENTION, q.dtype):
         return _private_attention(q, k, v_t)
     return fused_linear(softmax_(fused_linear(q, k, None), -1), v_t, None)

@@ -14,6 +14,7 @@ import torch
 
 from sam2ui.core.loading.devices import resolve_device, resolve_dtype
 from sam2ui.core.modeling import ImageFeatures, SAM2Model
+from sam2ui.core.modeling.compiled import compile_model
 from sam2ui.core.modeling.transformer import ImageKeys
 from sam2ui.core.modeling.yielding import yield_point
 from sam2ui.core.transforms import ImageLike, image_to_tensor, preprocess
@@ -40,6 +41,9 @@ class SAM2ImagePredictor:
         max_hole_area: background regions up to this area (pixels of the 256x256 low-res mask)
             are filled. Works on every device (no compiled extension).
         max_sprinkle_area: foreground specks up to this area are removed.
+        compile: compile the model's image encoder, memory encoder and memory attention with
+            ``torch.compile`` (:func:`~sam2ui.core.modeling.compiled.compile_model`, in place,
+            so every predictor on the model shares it). The first image after it is slow.
     """
 
     def __init__(
@@ -48,10 +52,13 @@ class SAM2ImagePredictor:
         mask_threshold: float = 0.0,
         max_hole_area: float = 0.0,
         max_sprinkle_area: float = 0.0,
+        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         if not isinstance(sam_model, SAM2Model):
             raise TypeError(f"sam_model must be a SAM2Model, got {type(sam_model).__name__}")
+        if compile:
+            compile_model(sam_model)
         self.model = sam_model
         self.mask_threshold = float(mask_threshold)
         self.max_hole_area = float(max_hole_area)

@@ -12,7 +12,6 @@ device, a mode, Hydra overrides (see :mod:`sam2ui.core.loading.overrides`) and
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import replace
@@ -22,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 
 from sam2ui.core.modeling import SAM2Model
+from sam2ui.core.modeling.compiled import compile_model
 from sam2ui.core.modeling.config import VARIANTS, SAM2Config, get_config
 
 from .checkpoint import is_memory_key, load_sam2, load_state_dict_strict, read_state_dict
@@ -37,8 +37,6 @@ __all__ = [
     "hub_checkpoint",
     "load_for_predictor",
 ]
-
-logger = logging.getLogger(__name__)
 
 ConfigFile = SAM2Config | str
 CheckpointPath = str | os.PathLike[str] | None
@@ -63,11 +61,15 @@ def _meta_config_file(name: str) -> str:
     return f"configs/{version}/{version}_hiera_{short}.yaml"
 
 
-def _note_vos_optimized() -> None:
-    logger.info(
-        "vos_optimized=True: sam2ui has no separate VOS-optimised predictor and compiles "
-        "nothing; the standard SAM2VideoPredictor is built"
-    )
+def _compiled(model: SAM2Model, *, image_encoder: bool, vos_optimized: bool) -> SAM2Model:
+    """``model`` compiled as Meta's builder arguments ask: ``vos_optimized`` (its compiled
+    video predictor) compiles the encoders and the memory attention, the
+    ``compile_image_encoder`` override the image encoder (see ``modeling.compiled``)."""
+    if vos_optimized:
+        return compile_model(model)
+    if image_encoder:
+        return compile_model(model, parts=["image_encoder"])
+    return model
 
 
 def _config_of(config_file: ConfigFile) -> SAM2Config:
@@ -91,8 +93,9 @@ def _configure(
     apply_postprocessing: bool,
     *,
     video: bool,
-) -> tuple[SAM2Config, dict[str, Any]]:
-    """The config and video predictor options that Meta's builder arguments describe.
+) -> tuple[SAM2Config, dict[str, Any], bool]:
+    """The config, the video predictor options that Meta's builder arguments describe, and
+    whether they ask for the image encoder to be compiled.
 
     ``apply_postprocessing=False`` turns off the decoder's dynamic multimask fallback (and, for
     video, the binarised click masks in memory and the hole filling), as Meta's builders do
@@ -107,8 +110,8 @@ def _configure(
     if video:
         config = replace(config, binarize_mask_from_pts_for_mem_enc=apply_postprocessing)
         options["fill_hole_area"] = VIDEO_FILL_HOLE_AREA if apply_postprocessing else 0
-    config, chosen = apply_overrides(config, overrides, video=video)
-    return config, {**options, **chosen}
+    config, chosen, compile_encoder = apply_overrides(config, overrides, video=video)
+    return config, {**options, **chosen}, compile_encoder
 
 
 def _instantiate(
@@ -174,8 +177,11 @@ def build_sam2(
         **kwargs: ignored, as by Meta's builder (so predictor options may pass through).
     """
     del kwargs
-    config, _ = _configure(config_file, hydra_overrides_extra, apply_postprocessing, video=False)
-    return _instantiate(config, ckpt_path, device, mode, video=False)
+    config, _, compile_encoder = _configure(
+        config_file, hydra_overrides_extra, apply_postprocessing, video=False
+    )
+    model = _instantiate(config, ckpt_path, device, mode, video=False)
+    return _compiled(model, image_encoder=compile_encoder, vos_optimized=False)
 
 
 def build_video_model(
@@ -190,15 +196,16 @@ def build_video_model(
     """The model and predictor options of Meta's ``build_sam2_video_predictor`` (same
     arguments as :func:`build_sam2`). ``apply_postprocessing`` also binarises click masks
     before they enter memory and fills background holes of up to 8 low-res pixels
-    (``fill_hole_area``); ``False`` turns all three off. ``vos_optimized`` selects Meta's
-    ``torch.compile``-d predictor; sam2ui has none, so it only logs a note. A checkpoint
-    without memory weights is refused."""
-    if vos_optimized:
-        _note_vos_optimized()
-    config, options = _configure(
+    (``fill_hole_area``); ``False`` turns all three off. ``vos_optimized`` (Meta's
+    ``torch.compile``-d predictor) compiles the model's heavy parts (see
+    :func:`~sam2ui.core.modeling.compiled.compile_model`). A checkpoint without memory
+    weights is refused."""
+    config, options, compile_encoder = _configure(
         config_file, hydra_overrides_extra, apply_postprocessing, video=True
     )
-    return PredictorModel(_instantiate(config, ckpt_path, device, mode, video=True), options)
+    model = _instantiate(config, ckpt_path, device, mode, video=True)
+    model = _compiled(model, image_encoder=compile_encoder, vos_optimized=vos_optimized)
+    return PredictorModel(model, options)
 
 
 def hub_checkpoint(model_id: str, revision: str | None = None) -> tuple[str, Path]:
@@ -234,17 +241,20 @@ def load_for_predictor(
     :func:`~sam2ui.core.loading.checkpoint.load_sam2` reads, with ``variant``, ``device`` and
     ``dtype`` as there) configured as :func:`build_sam2` (``video=False``) or
     :func:`build_video_model` (``video=True``) would configure it, and the predictor options
-    the overrides and ``apply_postprocessing`` set."""
-    if video and vos_optimized:
-        _note_vos_optimized()
+    the overrides and ``apply_postprocessing`` set, compiled as :func:`build_video_model`
+    compiles (``vos_optimized`` counts for video only, as in Meta's builders)."""
     options: dict[str, Any] = {}
+    compile_encoder = False
 
     def adjust(config: SAM2Config) -> SAM2Config:
-        config, chosen = _configure(
+        nonlocal compile_encoder
+        config, chosen, compile_encoder = _configure(
             config, hydra_overrides_extra, apply_postprocessing, video=video
         )
         options.update(chosen)
         return config
 
     model = load_sam2(model_id, variant=variant, device=device, dtype=dtype, adjust=adjust)
-    return PredictorModel(model.eval() if mode == "eval" else model.train(), options)
+    model = model.eval() if mode == "eval" else model.train()
+    model = _compiled(model, image_encoder=compile_encoder, vos_optimized=video and vos_optimized)
+    return PredictorModel(model, options)

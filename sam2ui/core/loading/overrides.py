@@ -11,7 +11,8 @@ counterpart here and refuses the others with a ``ValueError`` that names the ove
 - ``model.sam_mask_decoder_extra_args.dynamic_multimask_*``, the decoder's stability fallback;
 - for the video predictor only, its options ``fill_hole_area``, ``non_overlap_masks``,
   ``clear_non_cond_mem_around_input`` and ``add_all_frames_to_correct_as_cond``;
-- ``model.compile_image_encoder``, accepted and logged: sam2ui does not ``torch.compile``.
+- ``model.compile_image_encoder``: the image encoder is compiled with ``torch.compile``
+  (:func:`~sam2ui.core.modeling.compiled.compile_model`) once the model is built.
 
 ``key=value``, ``+key=value`` and ``++key=value`` are read alike; deleting a key (``~key``) is
 refused. Values are Hydra's literals for the field's type: ``true``/``false``, numbers, and
@@ -20,7 +21,6 @@ refused. Values are Hydra's literals for the field's type: ``true``/``false``, n
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import fields, replace
 from typing import Any, NamedTuple
@@ -29,7 +29,6 @@ from sam2ui.core.modeling.config import SAM2Config
 
 __all__ = ["VIDEO_PREDICTOR_OPTIONS", "Overridden", "apply_overrides"]
 
-logger = logging.getLogger(__name__)
 
 # The video predictor's options that Meta sets through the model config, with their types.
 VIDEO_PREDICTOR_OPTIONS: dict[str, type] = {
@@ -51,10 +50,12 @@ _COMPILE = "compile_image_encoder"
 
 
 class Overridden(NamedTuple):
-    """A config with overrides applied, and the video predictor options they set."""
+    """A config with overrides applied, the video predictor options they set, and whether
+    they ask for the image encoder to be compiled."""
 
     config: SAM2Config
     predictor_options: dict[str, Any]
+    compile_image_encoder: bool = False
 
 
 def _config_fields() -> list[str]:
@@ -106,6 +107,7 @@ def apply_overrides(config: SAM2Config, overrides: Iterable[str], *, video: bool
         )
     changes: dict[str, Any] = {}
     options: dict[str, Any] = {}
+    compile_encoder = False
     for override in overrides:
         if not isinstance(override, str):
             raise TypeError(f"hydra overrides must be strings, got {override!r}")
@@ -131,11 +133,7 @@ def apply_overrides(config: SAM2Config, overrides: Iterable[str], *, video: bool
             like = VIDEO_PREDICTOR_OPTIONS[name]()
             options[name] = _parse_value(value, like, override)
         elif name == _COMPILE:
-            if _parse_value(value, False, override):
-                logger.info(
-                    "%s: sam2ui does not torch.compile the image encoder; the model runs as is",
-                    override,
-                )
+            compile_encoder = bool(_parse_value(value, False, override))
         elif name in _IDENTITY:
             raise ValueError(
                 f"hydra override {override!r}: {name} belongs to the variant; choose another "
@@ -148,4 +146,4 @@ def apply_overrides(config: SAM2Config, overrides: Iterable[str], *, video: bool
                 f"hydra override {override!r}: sam2ui has no config key {key!r}; "
                 f"accepted keys: {_accepted(video)}"
             )
-    return Overridden(replace(config, **changes) if changes else config, options)
+    return Overridden(replace(config, **changes) if changes else config, options, compile_encoder)

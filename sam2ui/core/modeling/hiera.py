@@ -199,7 +199,13 @@ class Hiera(nn.Module):
         Parameters created in inference mode have no version counter: then it is not cached.
         """
         params = (self.pos_embed, self.pos_embed_window)
-        cacheable = not torch.is_grad_enabled() and not any(p.is_inference() for p in params)
+        # Under torch.compile it is part of the graph: a graph that read this cache would be
+        # traced again whenever the cache changed.
+        cacheable = (
+            not torch.is_grad_enabled()
+            and not any(p.is_inference() for p in params)
+            and not torch.compiler.is_compiling()
+        )
         key: tuple[object, ...] = (h, w, self.pos_embed.dtype, self.pos_embed.device)
         if cacheable:
             key += tuple(v for p in params for v in (p.data_ptr(), p._version))

@@ -50,10 +50,11 @@ def linear(
     On the CPU, inference goes through oneDNN with the bias and activation fused into the
     matrix product. Measured on the 2-core development machine it runs float32 linear layers
     about twice as fast as the default BLAS path (``benchmarks/RESULTS.md``); elsewhere, and
-    whenever gradients are needed, it is the plain ``F.linear``.
+    whenever gradients are needed or ``torch.compile`` traces it, it is the plain ``F.linear``.
     """
     if (
         _ONEDNN_LINEAR
+        and not torch.compiler.is_compiling()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and (
@@ -188,6 +189,7 @@ def fast_cpu_kernels(*tensors: torch.Tensor) -> bool:
     on, CPU tensors of float32 or bfloat16, no gradients needed."""
     return (
         _ONEDNN_LINEAR
+        and not torch.compiler.is_compiling()
         and tensors[0].device.type == "cpu"
         and tensors[0].dtype in (torch.float32, torch.bfloat16)
         and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))

@@ -37,20 +37,27 @@ class PositionEmbeddingSine(nn.Module):
     def encoding(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """The (C, H, W) float32 encoding: y features then x features."""
         key = (h, w, device)
+        # Cached by size, except under torch.compile, where it is part of the graph (a graph
+        # that read the cache would be traced again whenever the cache changed).
+        if torch.compiler.is_compiling():
+            return self._make_encoding(h, w, device)
         if key not in self._cache:
-            eps = 1e-6
-            ys = torch.arange(1, h + 1, dtype=torch.float32, device=device)
-            xs = torch.arange(1, w + 1, dtype=torch.float32, device=device)
-            ys = ys / (h + eps) * self.scale
-            xs = xs / (w + eps) * self.scale
-            dim_t = _sine_dim_t(self.num_feats, self.temperature, device)
-            pos_y = _interleave_sin_cos(ys[:, None] / dim_t)  # (H, F)
-            pos_x = _interleave_sin_cos(xs[:, None] / dim_t)  # (W, F)
-            grid = torch.cat(
-                (pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=-1
-            )
-            self._cache[key] = grid.permute(2, 0, 1).contiguous()
+            self._cache[key] = self._make_encoding(h, w, device)
         return self._cache[key]
+
+    def _make_encoding(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        eps = 1e-6
+        ys = torch.arange(1, h + 1, dtype=torch.float32, device=device)
+        xs = torch.arange(1, w + 1, dtype=torch.float32, device=device)
+        ys = ys / (h + eps) * self.scale
+        xs = xs / (w + eps) * self.scale
+        dim_t = _sine_dim_t(self.num_feats, self.temperature, device)
+        pos_y = _interleave_sin_cos(ys[:, None] / dim_t)  # (H, F)
+        pos_x = _interleave_sin_cos(xs[:, None] / dim_t)  # (W, F)
+        grid = torch.cat(
+            (pos_y[:, None, :].expand(h, w, -1), pos_x[None, :, :].expand(h, w, -1)), dim=-1
+        )
+        return grid.permute(2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) float32 encoding for the map ``x``: a broadcast view of the cache,

@@ -87,16 +87,21 @@ class RoPEAttention(Attention):
         self._feat_sizes = feat_sizes
 
     def rotations(self, n: int, device: torch.device) -> torch.Tensor:
+        # Cached by size, except under torch.compile, where they are part of the graph (a
+        # graph that read the cache would be traced again whenever the cache changed).
         key = (n, device)
+        if torch.compiler.is_compiling():
+            return self._make_rotations(n, device)
         if key not in self._rotations:
-            side = math.isqrt(n)
-            if side * side != n:
-                raise ValueError(f"RoPE attention needs a square query grid, got {n} tokens")
-            angles = axial_rope_angles(
-                self.internal_dim // self.num_heads, side, side, self.rope_theta
-            )
-            self._rotations[key] = angles.to(device)
+            self._rotations[key] = self._make_rotations(n, device)
         return self._rotations[key]
+
+    def _make_rotations(self, n: int, device: torch.device) -> torch.Tensor:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"RoPE attention needs a square query grid, got {n} tokens")
+        angles = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
+        return angles.to(device)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_k_exclude_rope: int = 0

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from sam2ui.core.loading.devices import resolve_device, resolve_dtype
 from sam2ui.core.masks import fill_holes
 from sam2ui.core.modeling import SAM2Model
+from sam2ui.core.modeling.compiled import compile_model
 from sam2ui.core.modeling.tracking import (
     NO_OBJECT_LOGIT,
     PointPrompt,
@@ -83,6 +84,9 @@ class SAM2VideoPredictor(PromptRemovalMixin):
             :mod:`~sam2ui.core.video.memory`).
         spill_budget_bytes: the most disk space a session's memories may take; going past it
             raises :class:`~sam2ui.core.video.spill.SpillError` (what is tracked stays).
+        compile: compile the model's image encoder, memory encoder and memory attention with
+            ``torch.compile`` (:func:`~sam2ui.core.modeling.compiled.compile_model`, in place);
+            Meta's ``vos_optimized=True`` asks for the same. The first frames are slow.
     """
 
     def __init__(
@@ -95,11 +99,14 @@ class SAM2VideoPredictor(PromptRemovalMixin):
         feature_cache_size: int = 4,
         keep_all_memories: bool = False,
         spill_budget_bytes: int = DEFAULT_SPILL_BUDGET,
+        compile: bool = False,
     ) -> None:
         if not isinstance(model, SAM2Model):
             raise TypeError(f"model must be a SAM2Model, got {type(model).__name__}")
         if model.config.num_maskmem <= 0:
             raise ValueError("video tracking needs a model with memory (num_maskmem > 0)")
+        if compile:
+            compile_model(model)
         if fill_hole_area < 0:
             raise ValueError(f"fill_hole_area must be >= 0, got {fill_hole_area}")
         self.model = model
