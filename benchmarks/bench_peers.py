@@ -162,7 +162,7 @@ def torch_case(name: str, precision: str, encoder: ImageEncoder, images: torch.T
 def reference_case(variant: str, model: SAM2Model, images: torch.Tensor) -> Case:
     """Meta's model on sam2ui's weights, its ``set_image`` work after the resize: the
     backbone (with conv_s0 / conv_s1) and the "no memory" embedding."""
-    ref = build_reference_model(variant, state_dict=model.state_dict())
+    ref: Any = build_reference_model(variant, state_dict=model.state_dict())
 
     def run() -> Any:
         with torch.inference_mode():
@@ -197,8 +197,8 @@ def openvino_cases(
 
     core = ov.Core()
     if isinstance(source, Path):
-        # read_model parses the file directly; convert_model on the same file took two
-        # minutes here, for the same graph.
+        # Preparing this graph takes OpenVINO minutes (2-5 min here: in convert_model, or in
+        # compile_model after read_model), against ~20 s for the PyTorch module.
         model = core.read_model(str(source))
         origin = "from ONNX"
     else:
