@@ -13,6 +13,9 @@ from .config import (
 from .modeling import Sam2Model, Sam2PreTrainedModel
 from .outputs import BatchFeature, Sam2ImageSegmentationOutput, Sam2VideoSegmentationOutput
 from .processing import Sam2ImageProcessor, Sam2Processor
+from .video_model import Sam2VideoModel
+from .video_processing import Sam2VideoProcessor, Sam2VideoVideoProcessor
+from .video_session import Sam2VideoInferenceSession
 
 __all__ = [
     "BatchFeature",
@@ -26,6 +29,10 @@ __all__ = [
     "Sam2Processor",
     "Sam2PromptEncoderConfig",
     "Sam2VideoConfig",
+    "Sam2VideoInferenceSession",
+    "Sam2VideoModel",
+    "Sam2VideoProcessor",
     "Sam2VideoSegmentationOutput",
+    "Sam2VideoVideoProcessor",
     "Sam2VisionConfig",
 ]

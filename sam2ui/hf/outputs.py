@@ -68,7 +68,8 @@ class Sam2ImageSegmentationOutput(ModelOutput):
 @dataclass
 class Sam2VideoSegmentationOutput(ModelOutput):
     """One frame of a video session: ``pred_masks`` (N, 1, S/4, S/4) mask logits of the N
-    objects in ``object_ids`` order, ``object_score_logits`` (N,), and the ``frame_idx``."""
+    objects in ``object_ids`` order, ``object_score_logits`` (N, 1) (the shape transformers
+    returns; its documentation says (N,)), and the ``frame_idx``."""
 
     object_ids: list[Any] | None = None
     pred_masks: torch.Tensor | None = None
