@@ -12,6 +12,7 @@ from .config import (
 )
 from .modeling import Sam2Model, Sam2PreTrainedModel
 from .outputs import BatchFeature, Sam2ImageSegmentationOutput, Sam2VideoSegmentationOutput
+from .pipeline import MaskGenerationPipeline, pipeline
 from .processing import Sam2ImageProcessor, Sam2Processor
 from .video_model import Sam2VideoModel
 from .video_processing import Sam2VideoProcessor, Sam2VideoVideoProcessor
@@ -19,6 +20,7 @@ from .video_session import Sam2VideoInferenceSession
 
 __all__ = [
     "BatchFeature",
+    "MaskGenerationPipeline",
     "Sam2Config",
     "Sam2HieraDetConfig",
     "Sam2ImageProcessor",
@@ -35,4 +37,5 @@ __all__ = [
     "Sam2VideoSegmentationOutput",
     "Sam2VideoVideoProcessor",
     "Sam2VisionConfig",
+    "pipeline",
 ]
