@@ -2,6 +2,7 @@
 sam2ui's engine: replace ``from transformers import ...`` with ``from sam2ui.hf import ...``.
 See docs/transformers.md for the mapping, name by name."""
 
+from .auto import AutoModel, AutoProcessor
 from .config import (
     Sam2Config,
     Sam2HieraDetConfig,
@@ -19,6 +20,8 @@ from .video_processing import Sam2VideoProcessor, Sam2VideoVideoProcessor
 from .video_session import Sam2VideoInferenceSession
 
 __all__ = [
+    "AutoModel",
+    "AutoProcessor",
     "BatchFeature",
     "MaskGenerationPipeline",
     "Sam2Config",
