@@ -23,6 +23,9 @@ from .outputs import Sam2ImageSegmentationOutput
 
 __all__ = ["Sam2Model", "Sam2PreTrainedModel"]
 
+# Images whose prompt-independent decoder work is kept (see Sam2Model._image_keys).
+KEYS_CACHE_SIZE = 4
+
 
 class Sam2PreTrainedModel(nn.Module):
     """What the image and the video model share: loading, the engine model, device and dtype."""
@@ -158,6 +161,23 @@ class Sam2Model(Sam2PreTrainedModel):
             image_embeddings=levels,
         )
 
+    def _image_keys(self, embed: torch.Tensor, no_mask_dense: torch.Tensor) -> Any:
+        """The decoder's prompt-independent work on one image embedding (1, C, h, w), kept
+        for the last few embeddings: clicks on the same ``image_embeddings`` (the usual
+        interactive loop) then cost what a click on the engine's predictor costs."""
+        cache: dict[tuple[Any, ...], Any] = self.__dict__.setdefault("_keys_cache", {})
+        key = (_identity(embed), id(self.core))
+        keys = cache.get(key)
+        if keys is None:
+            encoder = self.core.sam_prompt_encoder
+            keys = self.core.sam_mask_decoder.image_keys(
+                embed, encoder.get_dense_pe(), no_mask_dense
+            )
+            while len(cache) >= KEYS_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[key] = keys
+        return keys
+
     def _decode_image(
         self,
         levels: list[torch.Tensor],
@@ -189,7 +209,7 @@ class Sam2Model(Sam2PreTrainedModel):
             keys = None
         else:
             dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand_as(embed)
-            keys = core.sam_mask_decoder.image_keys(embed, encoder.get_dense_pe(), dense)
+            keys = self._image_keys(embed, dense)
         out = core.sam_mask_decoder(
             embed,
             encoder.get_dense_pe(),
@@ -200,6 +220,14 @@ class Sam2Model(Sam2PreTrainedModel):
             image_keys=keys,
         )
         return out.masks.float(), out.iou_pred.float(), out.object_score_logits.float()
+
+
+def _identity(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """What tells one image embedding from another without reading it: its storage, place,
+    shape and (for tensors that have one) version counter, which in-place changes bump."""
+    version = None if tensor.is_inference() else tensor._version
+    return (tensor.data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.device,
+            tensor.dtype, version)  # fmt: skip
 
 
 def _checked_prompts(
