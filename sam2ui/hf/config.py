@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sam2ui.core import SAM2Config, config_from_hf
+from sam2ui.core import SAM2Config, config_from_hf, get_config
 
 __all__ = [
     "Sam2Config",
@@ -25,6 +25,7 @@ __all__ = [
     "Sam2PromptEncoderConfig",
     "Sam2VideoConfig",
     "Sam2VisionConfig",
+    "config_for_variant",
     "core_config",
     "read_config_json",
 ]
@@ -250,13 +251,18 @@ def core_config(config: Sam2Config, *, video: bool) -> SAM2Config:
     """The engine's config for a transformers-style one.
 
     The backbone must be one of the official ones (``ValueError`` otherwise); an image-only
-    config does not say SAM 2 or 2.1, which the image path does not depend on, so 2.1 is
-    assumed. Video models binarise masks from clicks before encoding them into memory, as
-    transformers does.
+    config says SAM 2 or 2.1 only through the model name it was saved from, if at all; the
+    image path does not depend on it, and 2.1 is assumed. Video models binarise masks from
+    clicks before encoding them into memory, as transformers does.
     """
     data = config.to_dict()
     is_video = data.get("model_type") == "sam2_video"
-    cfg = config_from_hf(data, version=None if is_video else "2.1")
+    try:
+        cfg = config_from_hf(data)  # an image-only config may name its model (_name_or_path)
+    except ValueError:
+        if is_video:
+            raise
+        cfg = config_from_hf(data, version="2.1")  # the same error again, if it is another
     decoder = config.mask_decoder_config
     cfg = replace(
         cfg,
@@ -279,3 +285,35 @@ def core_config(config: Sam2Config, *, video: bool) -> SAM2Config:
     if video:
         cfg = replace(cfg, binarize_mask_from_pts_for_mem_enc=True)
     return cfg
+
+
+def config_for_variant(name: str, config_cls: type[Sam2Config] = Sam2Config) -> Sam2Config:
+    """The transformers-style config of an official variant (name or hub id), as the hub's
+    ``config.json`` of that model describes it."""
+    cfg = get_config(name)
+    trunk = cfg.trunk
+    backbone = {
+        "hidden_size": trunk.embed_dim,
+        "blocks_per_stage": list(trunk.stages),
+        "embed_dim_per_stage": list(trunk.stage_dims),
+        "num_attention_heads_per_stage": [
+            int(trunk.num_heads * trunk.head_mul**i) for i in range(len(trunk.stages))
+        ],
+        "window_size_per_stage": list(trunk.window_spec),
+        "global_attention_blocks": list(trunk.global_att_blocks),
+        "window_positional_embedding_background_size": list(
+            trunk.window_pos_embed_bkg_spatial_size
+        ),
+    }
+    vision = {
+        "backbone_config": backbone,
+        "backbone_channel_list": list(trunk.backbone_channel_list),
+    }
+    extra: dict[str, Any] = {}
+    if config_cls is Sam2VideoConfig:
+        is_21 = cfg.version == "2.1"
+        extra = {
+            "enable_occlusion_spatial_embedding": is_21,
+            "enable_temporal_pos_encoding_for_object_pointers": is_21,
+        }
+    return config_cls(vision_config=vision, _name_or_path=cfg.hub_id, **extra)

@@ -18,7 +18,13 @@ import torch
 
 from sam2ui.core import SAM2Model, default_model_cache, load_sam2, resolve_dtype
 
-from .config import Sam2Config, Sam2VideoConfig, core_config, read_config_json
+from .config import (
+    Sam2Config,
+    Sam2VideoConfig,
+    config_for_variant,
+    core_config,
+    read_config_json,
+)
 
 __all__ = ["ModelSource", "dtype_argument", "load_core_model", "parse_to"]
 
@@ -50,7 +56,7 @@ def config_for(source: str | os.PathLike[str], config_cls: type[Sam2Config]) -> 
     if data is None:
         if path.exists() or os.fspath(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"{path} has no config.json (not a transformers model folder)")
-        return config_cls()
+        return config_for_variant(os.fspath(source), config_cls)  # a hub id or variant name
     if config_cls is Sam2VideoConfig and data.get("model_type") != "sam2_video":
         raise ValueError(
             f"{path} holds a {data.get('model_type')!r} model; Sam2VideoModel needs a "
@@ -73,7 +79,10 @@ def load_core_model(
     is_folder = Path(text).expanduser().is_dir()
     wanted = core_config(config, video=video)
     image_size = wanted.image_size
-    shared = not is_folder or config.model_type == "sam2_video" or image_size == 1024
+    # The cache reads a video folder's config.json itself (its input size included).
+    saved = read_config_json(text) if is_folder else None
+    is_video_folder = saved is not None and saved.get("model_type") == "sam2_video"
+    shared = not is_folder or is_video_folder or image_size == 1024
     origin = ModelSource(text, wanted.name, image_size, shared)
     model = fetch(origin, video=video, device=device, dtype=dtype)
     return model, origin

@@ -52,18 +52,14 @@ def random_state(seed: int = 1, size: int = SIZE) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_video_checkpoint(
-    folder: Path, state: dict[str, torch.Tensor], size: int = SIZE
-) -> Path:
+def save_video_checkpoint(folder: Path, state: dict[str, torch.Tensor], size: int = SIZE) -> Path:
     model = transformers.Sam2VideoModel(small_video_config(size)).eval()
     model.load_state_dict(state, strict=True)
     model.save_pretrained(folder)
     return folder
 
 
-def save_image_checkpoint(
-    folder: Path, state: dict[str, torch.Tensor], size: int = SIZE
-) -> Path:
+def save_image_checkpoint(folder: Path, state: dict[str, torch.Tensor], size: int = SIZE) -> Path:
     model = transformers.Sam2Model(small_image_config(size)).eval()
     model.load_state_dict({k: state[k] for k in model.state_dict()}, strict=True)
     model.save_pretrained(folder)
