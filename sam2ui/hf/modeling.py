@@ -64,6 +64,20 @@ class Sam2PreTrainedModel(nn.Module):
         )
         return cls(config, core=core, origin=origin)
 
+    @torch.no_grad()
+    def get_image_embeddings(self, pixel_values: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
+        """(B, 3, S, S) normalised pixels -> the three feature levels the decoder reads,
+        finest first: (B, 32, S/4, S/4), (B, 64, S/8, S/8) and (B, 256, S/16, S/16), the
+        last with the "no memory" embedding added."""
+        size = self.core.config.image_size
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise ValueError(
+                f"pixel_values must have shape (batch, 3, {size}, {size}), got "
+                f"{tuple(pixel_values.shape)}"
+            )
+        features = self.core.image_features(pixel_values.to(self.core.device))
+        return [*features.high_res_feats, features.image_embed]
+
     @property
     def device(self) -> torch.device:
         return self.core.device
@@ -99,20 +113,6 @@ class Sam2PreTrainedModel(nn.Module):
 
 class Sam2Model(Sam2PreTrainedModel):
     """transformers' ``Sam2Model``: images and prompts in, low-resolution masks out."""
-
-    @torch.no_grad()
-    def get_image_embeddings(self, pixel_values: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
-        """(B, 3, S, S) normalised pixels -> the three feature levels the decoder reads,
-        finest first: (B, 32, S/4, S/4), (B, 64, S/8, S/8) and (B, 256, S/16, S/16), the
-        last with the "no memory" embedding added."""
-        size = self.core.config.image_size
-        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
-            raise ValueError(
-                f"pixel_values must have shape (batch, 3, {size}, {size}), got "
-                f"{tuple(pixel_values.shape)}"
-            )
-        features = self.core.image_features(pixel_values.to(self.core.device))
-        return [*features.high_res_feats, features.image_embed]
 
     @torch.no_grad()
     def forward(

@@ -22,7 +22,7 @@ import torch
 from sam2ui.core import tracking
 
 from .config import Sam2VideoConfig
-from .modeling import Sam2Model, Sam2PreTrainedModel
+from .modeling import Sam2PreTrainedModel
 from .outputs import Sam2VideoSegmentationOutput
 from .video_session import FrameResult, Sam2VideoInferenceSession
 
@@ -37,10 +37,6 @@ class Sam2VideoModel(Sam2PreTrainedModel):
 
     config_class = Sam2VideoConfig
     is_video = True
-
-    def get_image_embeddings(self, pixel_values: torch.Tensor, **kwargs: Any) -> list[torch.Tensor]:
-        """As :meth:`Sam2Model.get_image_embeddings`."""
-        return Sam2Model.get_image_embeddings(self, pixel_values)  # type: ignore[arg-type]
 
     @property
     def num_maskmem(self) -> int:

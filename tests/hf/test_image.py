@@ -166,12 +166,17 @@ def test_random_init_and_config_access() -> None:
     assert model.config.vision_config.backbone_config.hidden_size == 96
     assert model.core.config.image_size == 1024
     assert model.dtype == torch.float32 and model.device == torch.device("cpu")
-
-
-def test_dtype_and_device_arguments(image_folder) -> None:
-    model = Sam2Model.from_pretrained(image_folder, torch_dtype=torch.bfloat16)
+    core = model.core
+    assert model.to(torch.bfloat16) is model and model.core is core  # its own: changed in place
     assert model.dtype == torch.bfloat16
+
+
+def test_dtype_and_device_arguments(image_folder, video_folder) -> None:
+    model = Sam2Model.from_pretrained(video_folder, torch_dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    shared = model.core
     assert model.to("cpu", dtype=torch.float32).dtype == torch.float32
+    assert shared.compute_dtype == torch.bfloat16  # the cached model is swapped, not changed
     again = Sam2Model.from_pretrained(image_folder, dtype="bfloat16")
     assert again.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="exactly one of pixel_values or image_embeddings"):
