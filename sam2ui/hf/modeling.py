@@ -150,10 +150,13 @@ class Sam2Model(Sam2PreTrainedModel):
         points, labels, boxes, masks = _checked_prompts(
             input_points, input_labels, input_boxes, input_masks, batch, self.core.device
         )
-        outputs = [
-            self._decode_image(levels, i, points, labels, boxes, masks, multimask_output)
-            for i in range(batch)
-        ]
+        # Decoded in inference mode (cheaper small operations, as in the engine's predictor);
+        # stacking outside it gives ordinary tensors, which callers may change in place.
+        with torch.inference_mode():
+            outputs = [
+                self._decode_image(levels, i, points, labels, boxes, masks, multimask_output)
+                for i in range(batch)
+            ]
         return Sam2ImageSegmentationOutput(
             iou_scores=torch.stack([o[1] for o in outputs]),
             pred_masks=torch.stack([o[0] for o in outputs]),
