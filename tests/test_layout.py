@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sam2ui"
-FRONT_ENDS = ("sam2ui.app", "sam2ui.widgets", "sam2ui.cli")
+FRONT_ENDS = ("sam2ui.app", "sam2ui.widgets", "sam2ui.cli", "sam2ui.hf")
 UI_LIBRARIES = ("gradio", "gradio_client", "ipywidgets", "anywidget", "spaces")
 # Engine layers, bottom first: a module may import its own layer or lower ones only.
 CORE_LAYERS = [

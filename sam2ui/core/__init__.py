@@ -31,6 +31,7 @@ _LAZY: dict[str, str] = {
     "warm_up": "sam2ui.core.video.warm_up",
     "build_sam2": "sam2ui.core.loading.build",
     "build_sam2_hf": "sam2ui.core.loading.build",
+    "config_from_hf": "sam2ui.core.loading.hf_layout",
     "infer_variant": "sam2ui.core.loading.checkpoint",
     "load_sam2": "sam2ui.core.loading.checkpoint",
     "read_state_dict": "sam2ui.core.loading.checkpoint",
@@ -120,6 +121,8 @@ _LAZY: dict[str, str] = {
 # Public submodules, reachable as attributes.
 _MODULES: dict[str, str] = {
     "handoff": "sam2ui.core.serving.handoff",
+    # One tracking step as pure functions, for sam2ui.hf's transformers-style sessions.
+    "tracking": "sam2ui.core.modeling.tracking",
 }
 
 __all__ = [
@@ -178,6 +181,7 @@ __all__ = [
     "canvas_js",
     "check_prompts_inside",
     "compile_model",
+    "config_from_hf",
     "configure_threads",
     "cutout_png",
     "davis_palette",
@@ -214,6 +218,7 @@ __all__ = [
     "set_onednn_linear",
     "sweep_stale",
     "tint",
+    "tracking",
     "usable_cpus",
     "validate_prompts",
     "variant_names",
@@ -273,8 +278,10 @@ if TYPE_CHECKING:
     from sam2ui.core.loading.build import build_sam2, build_sam2_hf
     from sam2ui.core.loading.checkpoint import infer_variant, load_sam2, read_state_dict
     from sam2ui.core.loading.devices import resolve_device, resolve_dtype
+    from sam2ui.core.loading.hf_layout import config_from_hf
     from sam2ui.core.loading.hub import CheckpointUnavailableError, download_checkpoint
     from sam2ui.core.masks import mask_to_coco_rle, masks_to_rle, rle_area, rle_to_bbox, rle_to_mask
+    from sam2ui.core.modeling import tracking
     from sam2ui.core.modeling.compiled import CompilerMissingError, compile_model, is_compiled
     from sam2ui.core.modeling.config import (
         VARIANTS,

@@ -370,6 +370,8 @@ def load_sam2(
                 f"cannot tell which SAM 2 variant {path} holds; pass it, e.g. {hint}"
             )
         config = get_config(guess)
+    if declared is not None and declared.name == config.name:
+        config = declared  # a transformers config.json may set another input size
     if adjust is not None:
         config = adjust(config)
     if allow_missing_memory is None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -279,7 +280,6 @@ _BACKBONE_DEFAULTS: dict[str, Any] = {
 }
 # Top-level sam2_video fields whose official value is fixed for all eight variants.
 _VIDEO_FIXED: dict[str, Any] = {
-    "image_size": 1024,
     "num_maskmem": 7,
     "memory_attention_num_layers": 4,
     "memory_attention_hidden_size": 256,
@@ -331,6 +331,18 @@ def _version_from_name(name_or_path: object) -> str | None:
     return None
 
 
+def _image_size(config_json: Mapping[str, Any]) -> int:
+    """The model's square input side: ``image_size`` of a ``sam2_video`` config, that of the
+    prompt encoder's config in an image-only one; 1024 (every official variant) when absent."""
+    if config_json.get("model_type") == "sam2_video" and "image_size" in config_json:
+        size = config_json["image_size"]
+    else:
+        size = (config_json.get("prompt_encoder_config") or {}).get("image_size", 1024)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 32:
+        raise ValueError(f"config sets image_size={size!r}; it must be a positive multiple of 32")
+    return size
+
+
 def config_from_hf(config_json: Mapping[str, Any], *, version: str | None = None) -> SAM2Config:
     """The official variant described by a transformers ``config.json`` (as a dict).
 
@@ -339,7 +351,9 @@ def config_from_hf(config_json: Mapping[str, Any], *, version: str | None = None
     flags of a ``sam2_video`` config. Image-only ``sam2`` configs do not record the version;
     pass ``version="2.0"`` or ``"2.1"`` (a ``_name_or_path`` naming the model also works),
     otherwise :class:`AmbiguousVersionError` is raised. Anything that is not one of the eight
-    official variants raises ``ValueError`` saying which setting differs.
+    official variants raises ``ValueError`` saying which setting differs, except the input
+    size: a config with another ``image_size`` (a multiple of 32) gives its variant at that
+    size (the weights do not depend on it).
     """
     model_type = config_json.get("model_type")
     if model_type not in _KNOWN_MODEL_TYPES:
@@ -347,6 +361,7 @@ def config_from_hf(config_json: Mapping[str, Any], *, version: str | None = None
             f"not a SAM 2 transformers config: model_type is {model_type!r}, "
             f"expected one of {', '.join(_KNOWN_MODEL_TYPES)}"
         )
+    image_size = _image_size(config_json)
     vision = config_json.get("vision_config") or {}
     signature = _trunk_signature(vision.get("backbone_config") or {})
     size = next((s for s, sig in _iter_sizes() if sig == signature), None)
@@ -386,4 +401,5 @@ def config_from_hf(config_json: Mapping[str, Any], *, version: str | None = None
     if version not in ("2.0", "2.1"):
         raise ValueError(f"version must be '2.0' or '2.1', got {version!r}")
     prefix = "sam2.1" if version == "2.1" else "sam2"
-    return VARIANTS[f"{prefix}-hiera-{size}"]
+    config = VARIANTS[f"{prefix}-hiera-{size}"]
+    return config if image_size == config.image_size else replace(config, image_size=image_size)

@@ -11,6 +11,9 @@ from .position_encoding import PositionEmbeddingRandom
 # Point labels the model knows: -1 padding ("not a point"), 0 negative click, 1 positive click,
 # 2 top-left box corner, 3 bottom-right box corner.
 POINT_LABELS = (-1, 0, 1, 2, 3)
+# transformers' processor pads ragged point lists with this label: such a point adds a token of
+# zeros (not the "not a point" embedding), so batched prompts decode as transformers does.
+PADDING_LABEL = -10
 
 
 class PromptEncoder(nn.Module):
@@ -64,7 +67,11 @@ class PromptEncoder(nn.Module):
         return pe
 
     def embed_points(self, coords: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        """(B, N, 2) coordinates and (B, N) labels -> (B, N (+1 if pad), C) tokens."""
+        """(B, N, 2) coordinates and (B, N) labels -> (B, N (+1 if pad), C) tokens.
+
+        Labels: -1 "not a point", 0 negative, 1 positive, 2 and 3 box corners, and
+        ``PADDING_LABEL`` (-10) for the padding of ragged transformers-style batches (a zero
+        token)."""
         coords = coords + 0.5  # the embedding is taken at the pixel centre
         if pad:
             # A padding token stands in for the missing box; its coordinates are unused.
@@ -76,8 +83,11 @@ class PromptEncoder(nn.Module):
         rows += [emb.weight for emb in self.point_embeddings if isinstance(emb, nn.Embedding)]
         table = torch.cat(rows, dim=0)  # (5, C), row = label + 1
         labels = labels.long()
+        padding = (labels == PADDING_LABEL).unsqueeze(-1)
+        labels = labels.clamp(min=-1)
         pe = torch.where((labels == -1).unsqueeze(-1), torch.zeros_like(pe), pe)
-        return pe + table[labels + 1]
+        tokens = pe + table[labels + 1]
+        return tokens.masked_fill(padding, 0.0)
 
     def embed_mask(self, masks: torch.Tensor) -> torch.Tensor:
         """(B, 1, 4h, 4w) mask logits -> (B, C, h, w)."""

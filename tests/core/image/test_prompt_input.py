@@ -233,3 +233,16 @@ def _ragged(**kwargs):
 def test_prompts_that_cannot_be_read_are_clear_errors(predictor, kwargs, error, match):
     with pytest.raises(error, match=match):
         predictor.predict(**kwargs)
+
+
+def test_padding_label_is_a_zero_token(model):
+    """Label -10 (transformers' padding of ragged point lists) gives a token of zeros; the
+    other tokens are those of the same points without it."""
+    enc = model.sam_prompt_encoder
+    coords = torch.tensor([[[10.0, 20.0], [-10.0, -10.0], [200.0, 3.0]]])
+    with torch.inference_mode():
+        tokens = enc.embed_points(coords, torch.tensor([[1, -10, 0]]), pad=True)
+        plain = enc.embed_points(coords[:, [0, 2]], torch.tensor([[1, 0]]), pad=True)
+    assert tokens.shape == (1, 4, plain.shape[-1])
+    assert torch.equal(tokens[0, 1], torch.zeros_like(tokens[0, 1]))
+    torch.testing.assert_close(tokens[0, [0, 2, 3]], plain[0], rtol=0, atol=1e-5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,28 @@ def test_config_from_hf_rejects_unofficial() -> None:
         config_from_hf(dict(base, enable_occlusion_spatial_embedding=False))
     with pytest.raises(ValueError, match="model_type is 'sam'"):
         config_from_hf(dict(base, model_type="sam"))
+
+
+def test_config_from_hf_reads_the_input_size() -> None:
+    """A transformers config may set another input size; the weights are the variant's."""
+    data = hf_video_config(TINY).to_dict()
+    assert config_from_hf(data).image_size == 1024
+    assert config_from_hf(dict(data, image_size=512)) == replace(get_config(TINY), image_size=512)
+    image_only = transformers.Sam2Config(vision_config=hf_video_config(TINY).vision_config)
+    image_data = image_only.to_dict()
+    image_data["prompt_encoder_config"]["image_size"] = 256
+    assert config_from_hf(image_data, version="2.1").image_size == 256
+    with pytest.raises(ValueError, match="image_size=500; it must be a positive multiple of 32"):
+        config_from_hf(dict(data, image_size=500))
+
+
+def test_load_sam2_keeps_the_declared_input_size(hf_checkpoint, tmp_path: Path) -> None:
+    directory, _ = hf_checkpoint(TINY)
+    data = json.loads((directory / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(data, image_size=512)))
+    (tmp_path / "model.safetensors").symlink_to(directory / "model.safetensors")
+    assert load_sam2(tmp_path).config.image_size == 512
+    assert load_sam2(tmp_path, variant=TINY).config.image_size == 512
 
 
 def test_image_only_config_needs_the_version() -> None:
