@@ -32,11 +32,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# The seed documents: $SAM2UI_SEEDS, else the shared/seeds folder beside the checkout (where
-# the project keeps them); the tests skip when neither exists.
-SEEDS = Path(
-    os.environ.get("SAM2UI_SEEDS") or Path(__file__).resolve().parents[3] / "shared" / "seeds"
-)
+
+def _seeds() -> Path:
+    """The seed documents: $SAM2UI_SEEDS, else the nearest shared/seeds folder beside the
+    checkout or one of the folders above it (where the project keeps them); the tests skip
+    when there is none."""
+    if os.environ.get("SAM2UI_SEEDS"):
+        return Path(os.environ["SAM2UI_SEEDS"])
+    checkout = Path(__file__).resolve().parents[2]
+    for folder in checkout.parents:
+        if (folder / "shared" / "seeds").is_dir():
+            return folder / "shared" / "seeds"
+    return checkout.parent / "shared" / "seeds"
+
+
+SEEDS = _seeds()
 # (height, width) of the synthetic picture each URL stands for, by a word of the URL.
 PICTURES = {"truck": (150, 225), "dog": (120, 160), "groceries": (96, 128), "car": (100, 150)}
 VIDEO_FRAMES, VIDEO_SIZE = 3, (120, 160)
