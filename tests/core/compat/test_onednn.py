@@ -24,21 +24,33 @@ else:
     import torch.nn.functional as F
     def product(x, w):
         return F.linear(x, w)
+import ctypes
 import torch
+try:
+    _trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):
+    _trim = None
 def rss():
+    # Freed heap pages handed back first, so that only memory still held is counted.
+    if _trim is not None:
+        _trim(0)
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 torch.set_num_threads(1)
 w = torch.randn(256, 64, dtype=torch.bfloat16)
+def rows(n):
+    # Row counts above those the engine rounds up to a few sizes, so each is a new shape.
+    return 1024 + 8 * n
 with torch.inference_mode():
-    # Warm up: the allocator's first pools, and the kernel caches filled to their cap (at
-    # row counts above those the engine rounds up to a few sizes, so each is a new shape).
-    for n in range(1, 41):
-        product(torch.randn(4096 + n, 64, dtype=torch.bfloat16), w)
+    # Warm up: the allocator's first pools, and the kernel caches filled to their cap with
+    # kernels of the same family as those measured (on some CPUs, AMX among them, a kernel's
+    # size depends on the shape; the steady state is what must stay flat).
+    for n in range(241, 321):
+        product(torch.randn(rows(n), 64, dtype=torch.bfloat16), w)
     start = rss()
     for n in range(1, 241):
-        product(torch.randn(1024 + 8 * n, 64, dtype=torch.bfloat16), w)
+        product(torch.randn(rows(n), 64, dtype=torch.bfloat16), w)
 print(json.dumps({"grown_mb": rss() - start}))
 """
 
