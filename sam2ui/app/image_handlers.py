@@ -33,7 +33,7 @@ from sam2ui.core import (
     mask_to_coco_rle,
 )
 
-from .context import AppContext, UserError, check_inside, target_object
+from .context import AppContext, UserError, check_inside, chosen_object, target_object
 from .uploads import is_path, regular_file
 from .views import ObjectRow, object_rows, thumbnail
 from .zerogpu import on_zero_gpu
@@ -256,9 +256,7 @@ class ImageHandlers:
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> ImageView:
         with self.ctx.use(session_id, KIND) as work:
-            target = int(obj_id) if obj_id else work.selected
-            if target is None:
-                raise UserError("Select an object to remove.")
+            target = chosen_object(work, obj_id, "remove")
             work.annotator.remove_object(target)
             remaining = list(work.annotator.objects)
             work.selected = remaining[-1] if remaining else None

@@ -17,6 +17,7 @@ from .image_handlers import ImageHandlers, ImageView
 from .parts import (
     DISPLAY_FORMAT,
     PROGRESS,
+    RAW_INPUTS,
     api_inputs,
     guard,
     object_id,
@@ -132,12 +133,14 @@ def image_tab(ctx: AppContext) -> None:
         [sid, p["objects"]],
         outs,
         api_name="image_undo",
+        **RAW_INPUTS,
     )
     p["clear"].click(
         simple(lambda s, o: h.clear_object(s, object_id(o))),
         [sid, p["objects"]],
         outs,
         api_name="image_clear_object",
+        **RAW_INPUTS,
     )
     a["trigger"].click(simple(h.redo), [sid], outs, api_name="image_redo")
 

@@ -84,11 +84,40 @@ def owner_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
+# Events that take the object list (or another radio) as input set this: gradio's own check of
+# a radio's value against its choices answers an API client in gradio's words, naming Python
+# types, so the raw value reaches the handler, which checks it (:func:`object_id`) and says
+# what is wrong in the app's words ("There is no object 7").
+RAW_INPUTS: dict[str, Any] = {"preprocess": False}
+
+
+def whole_number(value: Any, what: str) -> int:
+    """``value`` (a number or its text, from an input) as an int; a :class:`UserError` naming
+    ``what`` when it is not a whole number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not number.is_integer():
+        raise UserError(f"{value!r} is not {what}: give a whole number.")
+    return int(number)
+
+
 def object_id(value: Any) -> int | None:
     """An object id from a Radio/Number value (``None``/0 mean "the selected object")."""
     if value in (None, ""):
         return None
-    return int(value)
+    return whole_number(value, "an object id")
+
+
+def frame_index(value: Any) -> int:
+    """A frame index from a Slider/Number value."""
+    return whole_number(value, "a frame index")
+
+
+def _text(value: Any) -> str:
+    """A Textbox's raw value (an API client may send a number) as text."""
+    return "" if value is None else str(value)
 
 
 def object_panel(prefix: str) -> dict[str, Any]:
@@ -126,21 +155,24 @@ def wire_object_panel(
         [session, objects],
         outputs,
         api_name=f"{prefix}_select_object",
+        **RAW_INPUTS,
     )
     parts["add"].click(
         simple(h.add_object), [session, parts["name"]], outputs, api_name=f"{prefix}_add_object"
     )
     parts["rename"].click(
-        simple(lambda s, o, n: h.rename_object(s, object_id(o), n)),
+        simple(lambda s, o, n: h.rename_object(s, object_id(o), _text(n))),
         [session, objects, parts["name"]],
         outputs,
         api_name=f"{prefix}_rename_object",
+        **RAW_INPUTS,
     )
     parts["remove"].click(
         simple(lambda s, o: h.remove_object(s, object_id(o))),
         [session, objects],
         outputs,
         api_name=f"{prefix}_remove_object",
+        **RAW_INPUTS,
     )
 
 

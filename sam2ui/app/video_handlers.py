@@ -34,7 +34,7 @@ from sam2ui.core import (
 )
 
 from . import zerogpu
-from .context import AppContext, UserError, check_inside, target_object
+from .context import AppContext, UserError, check_inside, chosen_object, target_object
 from .uploads import open_video
 from .video_worker import PREVIEW_EVERY_S, track_frames
 from .views import (
@@ -223,9 +223,7 @@ class VideoHandlers:
 
     def remove_object(self, session_id: str | None, obj_id: int | None) -> VideoView:
         with self.ctx.use(session_id, KIND) as work:
-            target = int(obj_id) if obj_id else work.selected
-            if target is None:
-                raise UserError("Select an object to remove.")
+            target = chosen_object(work, obj_id, "remove")
             work.annotator.remove_object(target)
             remaining = list(work.annotator.objects)
             work.selected = remaining[-1] if remaining else None

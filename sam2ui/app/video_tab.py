@@ -18,7 +18,9 @@ from .context import AppContext
 from .parts import (
     DISPLAY_FORMAT,
     PROGRESS,
+    RAW_INPUTS,
     api_inputs,
+    frame_index,
     guard,
     object_id,
     object_panel,
@@ -139,21 +141,27 @@ def video_tab(ctx: AppContext) -> None:
     simple = presenting(video_outputs)
 
     slider.release(
-        simple(lambda s, i: h.show_frame(s, int(i))), [sid, slider], outs, api_name="video_frame"
+        simple(lambda s, i: h.show_frame(s, frame_index(i))),
+        [sid, slider],
+        outs,
+        api_name="video_frame",
+        **RAW_INPUTS,
     )
     wire_object_panel(p, h, simple, sid, outs, "video")
     p["undo"].click(
-        simple(lambda s, i, o: h.undo(s, int(i), object_id(o))),
+        simple(lambda s, i, o: h.undo(s, frame_index(i), object_id(o))),
         [sid, slider, p["objects"]],
         outs,
         api_name="video_undo",
+        **RAW_INPUTS,
     )
     a["trigger"].click(simple(h.redo), [sid], outs, api_name="video_redo")
     p["clear"].click(
-        simple(lambda s, i, o: h.clear_frame(s, int(i), object_id(o))),
+        simple(lambda s, i, o: h.clear_frame(s, frame_index(i), object_id(o))),
         [sid, slider, p["objects"]],
         outs,
         api_name="video_clear_frame",
+        **RAW_INPUTS,
     )
 
     @guard
@@ -167,6 +175,8 @@ def video_tab(ctx: AppContext) -> None:
             video = str(view.video) if view.video is not None else gr.skip()
             yield (*video_outputs(view), video)
 
-    propagate.click(on_propagate, [sid, direction], [*outs, result], api_name="video_propagate")
+    propagate.click(
+        on_propagate, [sid, direction], [*outs, result], api_name="video_propagate", **RAW_INPUTS
+    )
     # Not a gradio `cancels=`: the handler stops between frames and keeps what it tracked.
     cancel.click(guard(h.cancel), [sid], status, api_name="video_cancel", concurrency_limit=None)
