@@ -1,13 +1,16 @@
 """``sam2ui batch`` on a local Ray cluster against ``sam2ui track`` on the same videos.
 
-For each worker count W: first the tracking time of every video with the model already loaded
-and the threads a batch worker gets (the machine's CPUs / W), done by the batch worker's own
-code in this process (what ``sam2ui track`` does after loading its model); then the whole batch
-job on Ray, timed from the command's start to its end. Printed per W: videos per minute, the
+For each worker count W, the same videos three times: tracked without Ray, as W processes at
+once would (W terminals each running ``sam2ui track`` on a share of the videos: the batch
+worker's own code, the threads a batch worker gets, the machine's CPUs / W, the model loaded
+before the first video); then the whole batch job on Ray, timed from the command's start to its
+end; then without Ray again (the mean of the two runs without Ray is the tracking time, so that
+the machine's drift over those minutes cancels out). Printed per W: videos per minute, the
 job's fixed cost (the job's time less the videos' time in the workers, per worker: starting
 Ray and the worker processes, loading the model once per worker), and Ray's overhead per video:
-a video's time in a batch worker (its results.jsonl "seconds") less its tracking time alone,
-against the tracking time (target: <= 5%).
+a video's time in a batch worker (its results.jsonl "seconds") less its tracking time without
+Ray, against that tracking time (target: <= 5%), every video's times, and the CPU seconds the
+workers, the job's driver and Ray's other processes used during the job.
 
     python benchmarks/bench_batch.py --videos 6 --frames 8 --workers 1,2
 """
@@ -18,9 +21,11 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -49,38 +54,116 @@ def _manifest(folder: Path, videos: int, frames: int, height: int, width: int) -
 
 
 def _tracking_times(
-    manifest: Path, checkpoint: str, threads: int, formats: list[str]
-) -> tuple[float, list[float]]:
-    """(model load seconds, per-video tracking seconds) with the model loaded once."""
+    manifest: Path,
+    source: str,
+    device: str,
+    threads: int,
+    formats: list[str],
+    share: tuple[int, int],
+) -> tuple[float, dict[str, float]]:
+    """(model load seconds, tracking seconds per video id) of the videos of one worker's
+    ``share`` (index, count: every count-th line from index), the model loaded once, before
+    the first video, as `sam2ui batch` starts its workers."""
     from sam2ui.cli.batch_worker import BatchOptions, BatchWorker, options_dict, read_manifest
 
-    items = read_manifest(manifest)
-    options = BatchOptions(source=checkpoint, formats=tuple(formats), threads=threads)
+    index, count = share
+    items = read_manifest(manifest)[index::count]
+    options = BatchOptions(
+        source=source, device=device, formats=tuple(formats), threads=threads, preload=("video",)
+    )
     with tempfile.TemporaryDirectory() as out:
-        worker = BatchWorker(options_dict(options), out)
         start = time.perf_counter()
-        worker.predictor("video")
+        worker = BatchWorker(options_dict(options), out)
         load = time.perf_counter() - start
-        seconds = []
+        seconds = {}
         for item in items:
             start = time.perf_counter()
             row = worker.run(item)
-            seconds.append(time.perf_counter() - start)
+            seconds[item.id] = time.perf_counter() - start
             assert row["status"] == "ok", row
     return load, seconds
 
 
-def _cpu_ticks() -> dict[int, int]:
-    """CPU ticks (user + system) of every process, from /proc (Linux)."""
+def _alone(
+    manifest: Path, source: str, device: str, threads: int, formats: list[str], workers: int
+) -> tuple[float, dict[str, float]]:
+    """The videos tracked without Ray as `workers` separate processes at once would (what
+    running `sam2ui track` on a share of the videos in each of `workers` terminals does):
+    (the slowest model load, tracking seconds per video id)."""
+    context = multiprocessing.get_context("spawn")
+    jobs = [(manifest, source, device, threads, formats, (i, workers)) for i in range(workers)]
+    with context.Pool(workers) as pool:
+        results = pool.starmap(_tracking_times, jobs)
+    return max(load for load, _ in results), {
+        k: v for _, times in results for k, v in times.items()
+    }
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _cpu_ticks(names: dict[int, str] | None = None) -> dict[int, int]:
+    """CPU ticks (user + system) of every process, from /proc (Linux); ``names``, when
+    given, gets each process's name (Ray names its workers ``ray::<class>``)."""
     ticks = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+                fields = tail.split()
+                if names is not None:
+                    names[int(entry.name)] = (entry / "cmdline").read_bytes()[:64].decode(
+                        errors="replace"
+                    ) or head.split("(", 1)[-1]
             except OSError:
                 continue
             ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
     return ticks
+
+
+class _JobCpu:
+    """CPU seconds used while a job runs, sampled every second from /proc (Ray's processes
+    end with the job): the workers (``ray::MapWorker``), this process (the job's driver) and
+    the other processes that started with the job (Ray's daemons, agents and actors)."""
+
+    def __init__(self) -> None:
+        self.names: dict[int, str] = {}
+        self.before = _cpu_ticks()
+        self.last: dict[int, int] = dict(self.before)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.last.update(_cpu_ticks(self.names))
+
+    def __enter__(self) -> _JobCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.last.update(_cpu_ticks(self.names))
+
+    def seconds(self) -> dict[str, float]:
+        import os
+
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {"workers": 0.0, "driver": 0.0, "Ray's other processes": 0.0}
+        for pid, ticks in self.last.items():
+            if pid == os.getpid():
+                key = "driver"
+            elif pid in self.before:
+                continue
+            else:
+                name = self.names.get(pid, "")
+                key = "workers" if name.startswith("ray::MapWorker") else "Ray's other processes"
+            out[key] += (ticks - self.before.get(pid, 0)) / hz
+        return out
 
 
 def _ray_start_seconds(idle_s: float = 0.0) -> tuple[float, float | None]:
@@ -116,6 +199,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
     parser.add_argument("--formats", default="json,zip")
     parser.add_argument("--checkpoint", help="weights (default: random sam2.1-hiera-tiny)")
+    parser.add_argument("--model", help="a model id of the hub instead of --checkpoint")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: cpu)")
     parser.add_argument(
         "--idle-seconds",
         type=float,
@@ -138,7 +223,9 @@ def main() -> None:
             print(f"the machine's other processes with the cluster idle: {idle:.1%} of one core")
         if args.idle_only:
             return
-        checkpoint = args.checkpoint or str(build_checkpoint(folder))
+        source = args.model or args.checkpoint or str(build_checkpoint(folder))
+        source_args = ["--model" if args.model else "--checkpoint", source]
+        gpus = _gpus() if args.device.startswith("cuda") else 0
         manifest = _manifest(folder, args.videos, args.frames, height, width)
         print(f"{args.videos} videos of {args.frames} frames at {width}x{height}")
         header = (
@@ -147,29 +234,47 @@ def main() -> None:
         )
         print(header)
         print("|".join("---" for _ in header.split("|")))
+        details: list[str] = []
         for workers in (int(w) for w in args.workers.split(",")):
             threads = max(1, cpus // workers)
-            load, seconds = _tracking_times(manifest, checkpoint, threads, args.formats.split(","))
+            formats = args.formats.split(",")
+            # The videos alone before and after the batch job, so that the machine's drift over
+            # the minutes between cancels out of the comparison.
+            load, before = _alone(manifest, source, args.device, threads, formats, workers)
             out = folder / f"out-{workers}"
             argv = ["batch", str(manifest), "--out", str(out), "--formats", args.formats]
-            argv += ["--checkpoint", checkpoint, "--device", "cpu", "--workers", str(workers)]
+            argv += [*source_args, "--device", args.device, "--workers", str(workers)]
+            if gpus:  # the workers share the GPUs
+                argv += ["--gpus-per-worker", f"{min(1.0, gpus / workers):g}"]
             start = time.perf_counter()
             with (
                 contextlib.redirect_stderr(io.StringIO()),
                 contextlib.redirect_stdout(io.StringIO()),
+                _JobCpu() as cpu,
             ):
                 status = cli([*argv, "--quiet"])
             job = time.perf_counter() - start
+            used = ", ".join(f"{k} {v:.1f}" for k, v in cpu.seconds().items())
+            details.append(f"{workers} worker(s), CPU seconds during the {job:.0f} s job: {used}")
             assert status == 0, f"batch exit status {status}"
+            _, after = _alone(manifest, source, args.device, threads, formats, workers)
             rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-            in_batch = [float(row["seconds"]) for row in rows]
-            per_video = statistics.mean(seconds)
-            overhead = statistics.mean(in_batch) - per_video
-            fixed = job - sum(in_batch) / workers
+            in_batch = {row["id"]: float(row["seconds"]) for row in rows}
+            ids = sorted(in_batch)
+            per_video = statistics.mean((before[i] + after[i]) / 2 for i in ids)
+            overhead = statistics.mean(in_batch[i] for i in ids) - per_video
+            fixed = job - sum(in_batch.values()) / workers
+            for name, times in (("alone before", before), ("in the batch", in_batch)):
+                listed = " ".join(f"{times[i]:.2f}" for i in ids)
+                details.append(f"{workers} worker(s), {name}: {listed}")
+            details.append(
+                f"{workers} worker(s), alone after: " + " ".join(f"{after[i]:.2f}" for i in ids)
+            )
             print(
                 f"{workers} | {threads} | {per_video:.2f} | {load:.1f} | {job:.1f} | {fixed:.1f} "
                 f"| {60 * args.videos / job:.2f} | {overhead:+.2f} | {overhead / per_video:+.1%}"
             )
+    print(*details, sep="\n")
     print(f"target: Ray overhead <= {OVERHEAD_TARGET:.0%} of a video's tracking time")
 
 

@@ -15,6 +15,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -176,6 +177,7 @@ def run_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _prepare_out(args.out, parser)
     done = [item for item in items if (args.out / item.id).is_dir()]
     to_run = [item for item in items if not (args.out / item.id).is_dir()]
+    options = replace(options, preload=tuple(sorted({item.kind for item in to_run})))
     report = _Report(args.out, len(items), len(to_run), args.quiet)
     try:
         for item in done:

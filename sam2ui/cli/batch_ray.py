@@ -69,6 +69,9 @@ def start_ray(address: str | None, quiet: bool = True) -> dict[str, float]:
         )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
+    # Ray Data otherwise polls each worker's memory (USS, from /proc/<pid>/smaps: ~14 ms for a
+    # process holding a model) every second, beside the torch threads, for metrics unused here.
+    context.memory_usage_poll_interval_s = None
     context.print_on_execution_start = False
     # A line whose every run killed its worker comes back as failed; the rest go on.
     context.max_errored_blocks = -1

@@ -69,6 +69,9 @@ class BatchOptions:
     allow_outside_paths: bool = False
     threads: int | None = None
     compile: bool = False  # torch.compile, warmed up once per worker when its model loads
+    # The kinds of line ("video", "image") whose predictor a worker loads when it starts, so
+    # that no line's time (its result row's "seconds") holds the model's loading.
+    preload: tuple[str, ...] = ()
 
 
 def read_manifest(path: Path) -> list[BatchItem]:
@@ -142,7 +145,9 @@ class BatchWorker:
     and runs manifest lines into ``out``. ``options`` is :class:`BatchOptions` as a dict."""
 
     def __init__(self, options: dict[str, Any], out: str) -> None:
-        self.options = BatchOptions(**{**options, "formats": tuple(options["formats"])})
+        listed = ("formats", "preload")  # tuples, which travel as lists
+        tuples: dict[str, Any] = {k: tuple(options[k]) for k in listed if k in options}
+        self.options = BatchOptions(**{**options, **tuples})
         self.out = Path(out)
         self._predictors: dict[str, Any] = {}
         from sam2ui.core import configure_threads, resolve_device
@@ -150,6 +155,11 @@ class BatchWorker:
         self.device = resolve_device(self.options.device).type  # "auto": as the engine picks
         if self.device == "cpu":
             configure_threads(self.options.threads)
+        for kind in self.options.preload:
+            try:
+                self.predictor(kind)
+            except Exception:  # each line of this kind fails with the reason when it runs
+                continue
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         """Ray Data's entry: columns of :class:`BatchItem` fields in, result columns out."""

@@ -297,6 +297,41 @@ def test_worker_compiles_and_warms_up_once(monkeypatch: pytest.MonkeyPatch, tmp_
     assert loaded == [True] and warmed == [predictor]
 
 
+def test_worker_loads_the_manifest_s_kinds_when_it_starts(
+    monkeypatch: pytest.MonkeyPatch, dataset: Path, tmp_path: Path
+) -> None:
+    import sam2ui.core
+
+    loaded: list[str] = []
+
+    class Loaded:
+        kind = "video"
+
+        @classmethod
+        def from_pretrained(cls, source: str, *, device: str, dtype: Any, compile: bool) -> Any:
+            loaded.append(cls.kind)
+            if source == "broken":
+                raise OSError("no weights at broken")
+            return cls()
+
+    class LoadedImage(Loaded):
+        kind = "image"
+
+    monkeypatch.setattr(sam2ui.core, "SAM2VideoPredictor", Loaded)
+    monkeypatch.setattr(sam2ui.core, "SAM2ImagePredictor", LoadedImage)
+    options = BatchOptions(source="sam2.1-hiera-tiny", device="cpu", preload=("image", "video"))
+    worker = BatchWorker(options_dict(options), str(tmp_path))
+    assert loaded == ["image", "video"]  # before any line, so no line's seconds hold a load
+    assert isinstance(worker.predictor("video"), Loaded) and len(loaded) == 2
+    # A model that cannot load does not stop the worker: each line says why it failed.
+    options = BatchOptions(source="broken", device="cpu", preload=("image",))
+    worker = BatchWorker(options_dict(options), str(tmp_path / "out"))
+    prompts = _prompts(tmp_path / "one.json", [{"id": 1, "points": [[5, 5]]}])
+    row = worker.run(BatchItem("x", "image", str(dataset / "photo.png"), str(prompts)))
+    assert row["status"] == "failed" and row["error"] == "no weights at broken"
+    assert loaded[2:] == ["image", "image"]  # at the start, then again for the line
+
+
 # ------------------------------------------------------------------ on a local Ray cluster
 
 
