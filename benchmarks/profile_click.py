@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import statistics
 import sys
 import tempfile
@@ -41,7 +42,7 @@ def _timed(owner: Any, attribute: str, name: str) -> None:
     """Wrap ``owner.attribute`` (a function or coroutine function) to record its ms."""
     fn: Callable[..., Any] = getattr(owner, attribute)
     TIMES[name] = []  # printed in this order
-    if hasattr(fn, "__code__") and fn.__code__.co_flags & 0x80:  # a coroutine function
+    if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:

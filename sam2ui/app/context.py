@@ -60,15 +60,20 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
+def _existing(work: Any, obj_id: int) -> int:
+    """``obj_id`` when the tab's session has that object; else the app's one message for it."""
+    if obj_id not in work.annotator.objects:
+        raise UserError(f"There is no object {obj_id}; add one or pick another.")
+    return obj_id
+
+
 def chosen_object(work: Any, obj_id: int | None, doing: str) -> int:
     """The existing object an action applies to: ``obj_id``, else the selected one (an error
     that says to select one to ``doing`` when there is none)."""
     target = int(obj_id) if obj_id else work.selected
     if target is None:
         raise UserError(f"Select an object to {doing}.")
-    if target not in work.annotator.objects:
-        raise UserError(f"There is no object {target}; add one or pick another.")
-    return int(target)
+    return _existing(work, int(target))
 
 
 def target_object(work: Any, obj_id: int | None) -> int:
@@ -76,7 +81,7 @@ def target_object(work: Any, obj_id: int | None) -> int:
     ``work`` is a tab's session state (its ``annotator`` and ``selected`` object id)."""
     ann = work.annotator
     if obj_id:
-        work.selected = chosen_object(work, obj_id, "")
+        work.selected = _existing(work, int(obj_id))
     elif work.selected is None or work.selected not in ann.objects:
         work.selected = ann.add_object()
     return int(work.selected)

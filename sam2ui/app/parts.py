@@ -96,7 +96,7 @@ def whole_number(value: Any, what: str) -> int:
     ``what`` when it is not a whole number."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = float("nan")
     if isinstance(value, bool) or not number.is_integer():
         raise UserError(f"{value!r} is not {what}: give a whole number.")
