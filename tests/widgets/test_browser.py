@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,7 +162,13 @@ def _wait_for_connected_kernel(lab: Lab, timeout_s: float = 90) -> None:
     widgets before the page's widget manager listens ("model not found")."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        kernels = _get_json(f"{lab.url}/api/kernels?token={lab.token}")
+        try:
+            kernels = _get_json(f"{lab.url}/api/kernels?token={lab.token}")
+        except urllib.error.HTTPError as err:  # the server can answer 500 while a kernel starts
+            if err.code < 500:
+                raise
+            time.sleep(0.5)
+            continue
         assert isinstance(kernels, list)
         if any(k["connections"] > 0 and k["execution_state"] == "idle" for k in kernels):
             time.sleep(2)  # the page registers its comm targets once connected
