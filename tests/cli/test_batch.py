@@ -464,6 +464,8 @@ def test_a_killed_worker_is_replaced(
         _wait_for(lambda: out.is_dir() and any(out.glob(f"{PARTIAL_PREFIX}*")), proc, log)
         workers = _ray_workers()
         assert workers, log.read_text()
+        # At the normal priority, not Ray's niceness 15 for workers (below its daemons).
+        assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {os.nice(0)}
         for pid in workers:
             os.kill(pid, signal.SIGKILL)  # in the middle of a video
         assert proc.wait(timeout=300) == 0, log.read_text()
