@@ -61,20 +61,26 @@ def _nonzero(x: torch.Tensor) -> torch.Tensor:
 
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray) -> list[RLE]:
-    """Uncompressed COCO RLE of each mask of a ``(N, H, W)`` bool batch (any torch device).
+    """Uncompressed COCO RLE of each mask of a ``(N, H, W)`` bool batch (any torch device)."""
+    t = torch.as_tensor(masks)
+    if t.ndim != 3:
+        raise ValueError(f"expected masks of shape (N, H, W), got {tuple(t.shape)}")
+    size = [int(t.shape[1]), int(t.shape[2])]
+    return [{"size": size, "counts": c.tolist()} for c in _run_lengths(t.bool())]
+
+
+def _run_lengths(t: torch.Tensor) -> list[np.ndarray]:
+    """The int64 run lengths (COCO order: column-major, background first) of each mask of a
+    ``(N, H, W)`` bool batch.
 
     Change points are found on the row-major layout (vertical neighbours within a column and
     the wrap from the bottom of one column to the top of the next) and only those few
     positions are sorted into column-major order, which avoids transposing the whole batch.
     """
-    t = torch.as_tensor(masks)
-    if t.ndim != 3:
-        raise ValueError(f"expected masks of shape (N, H, W), got {tuple(t.shape)}")
-    t = t.bool()
     n, h, w = t.shape
     hw = h * w
     if n == 0 or hw == 0:
-        return [{"size": [h, w], "counts": [hw]} for _ in range(n)]
+        return [np.array([hw], dtype=np.int64) for _ in range(n)]
     # A change at column-major position p means pixel p differs from pixel p - 1.
     keys = [np.zeros(0, dtype=np.int64)]
     if h > 1:
@@ -87,10 +93,10 @@ def masks_to_rle(masks: torch.Tensor | np.ndarray) -> list[RLE]:
     changes = np.sort(np.concatenate(keys))
     starts_on = t[:, 0, 0].cpu().numpy()
     splits = np.searchsorted(changes, np.arange(1, n) * hw)
-    out: list[RLE] = []
+    out: list[np.ndarray] = []
     for i, own in enumerate(np.split(changes, splits)):
-        counts = np.diff(np.concatenate([[0], own - i * hw, [hw]])).tolist()
-        out.append({"size": [h, w], "counts": [0, *counts] if starts_on[i] else counts})
+        first = [0, 0] if starts_on[i] else [0]
+        out.append(np.diff(np.concatenate([first, own - i * hw, [hw]])))
     return out
 
 
@@ -110,14 +116,19 @@ def encode_rle_counts(counts: list[int] | np.ndarray) -> str:
     cnt = np.asarray(counts, dtype=np.int64)
     x = cnt.copy()
     x[3:] -= cnt[1:-2]
-    shifts = 5 * np.arange(_DIGITS, dtype=np.int64)
-    digits = (x[:, None] >> shifts) & 0x1F
-    rest = x[:, None] >> (shifts + 5)
-    more = np.where(digits & 0x10, rest != -1, rest != 0)
-    n_digits = np.argmin(more, axis=1) + 1
-    chars = digits | (more.astype(np.int64) << 5)
-    used = np.arange(_DIGITS) < n_digits[:, None]
-    return (chars[used] + 48).astype(np.uint8).tobytes().decode("ascii")
+    # A value takes the fewest digits d whose 5 * d bits hold it in two's complement:
+    # -2**(5d - 1) <= x < 2**(5d - 1), i.e. max(x, ~x) below 2**(5d - 1).
+    magnitude = np.maximum(x, ~x)
+    n_digits = np.ones(x.shape, dtype=np.int64)
+    for d in range(1, _DIGITS):
+        n_digits += magnitude >= (1 << (5 * d - 1))
+    ends = np.cumsum(n_digits)
+    # Each digit: the value shifted by 5 per place, low first, with the "more" bit set on all
+    # but a value's last digit.
+    place = np.arange(int(ends[-1]) if ends.size else 0) - np.repeat(ends - n_digits, n_digits)
+    chars = (np.repeat(x, n_digits) >> (5 * place)) & 0x1F | 0x20
+    chars[ends - 1] &= 0x1F
+    return (chars + 48).astype(np.uint8).tobytes().decode("ascii")
 
 
 def decode_rle_counts(s: str | bytes) -> list[int]:
@@ -159,7 +170,11 @@ def coco_to_rle(rle: RLE) -> RLE:
 
 def mask_to_coco_rle(mask: torch.Tensor | np.ndarray) -> RLE:
     """Compressed COCO RLE of one ``(H, W)`` bool mask, as ``pycocotools.mask.encode``."""
-    return rle_to_coco(mask_to_rle(mask))
+    t = torch.as_tensor(mask)
+    if t.ndim != 2:
+        raise ValueError(f"expected a mask of shape (H, W), got {tuple(t.shape)}")
+    counts = _run_lengths(t.bool()[None])[0]
+    return {"size": [int(t.shape[0]), int(t.shape[1])], "counts": encode_rle_counts(counts)}
 
 
 def rle_to_mask(rle: RLE) -> np.ndarray:

@@ -281,3 +281,17 @@ def test_stability_score_matches_reference():
         assert torch.equal(ours, calculate_stability_score(logits, thresh, offset))
     # Nothing above either cut: 0 / 0, NaN, which every threshold rejects.
     assert A.calculate_stability_score(torch.full((1, 4, 4), -5.0), 0.0, 1.0).isnan().all()
+
+
+def test_rle_strings_of_counts_of_every_digit_width_match_pycocotools():
+    # Each count and each difference from the count two places earlier at the edges of the
+    # 1- to 7-digit ranges (5 bits per digit, the top one a sign), up and down.
+    edges = [(1 << (5 * d - 1)) + k for d in range(1, 7) for k in (-2, -1, 0, 1)]
+    rng = np.random.default_rng(5)
+    counts = [0, *edges, *edges[::-1], *rng.integers(1, 1 << 31, 40).tolist(), 1, 2, 3]
+    counts = [int(c) for c in counts]
+    rle = {"size": [sum(counts), 1], "counts": counts}
+    want = coco_mask.frPyObjects(rle, sum(counts), 1)["counts"].decode()
+    assert M.encode_rle_counts(counts) == want
+    assert M.decode_rle_counts(want) == counts
+    assert M.encode_rle_counts([]) == ""
