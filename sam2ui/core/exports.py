@@ -35,9 +35,8 @@ from .masks import (
     check_obj_id,
     encode_rle_counts,
     frame_masks,
-    masks_to_rle,
+    masks_to_coco_rle,
     rle_area,
-    rle_to_coco,
     rle_to_mask,
 )
 from .render import DAVIS_PALETTE, Color, check_image, overlay_contour_width, tint
@@ -239,7 +238,7 @@ def write_sav_json(
     for f, masks in _iter_results(results, height, width):
         ids = sorted(masks)
         stack = np.stack([masks[i] for i in ids]) if ids else np.zeros((0, height, width), bool)
-        rows[f] = {i: rle_to_coco(r)["counts"] for i, r in zip(ids, masks_to_rle(stack))}
+        rows[f] = {i: r["counts"] for i, r in zip(ids, masks_to_coco_rle(stack))}
         row_areas[f] = {i: int(np.count_nonzero(masks[i])) for i in ids}
     frames = sorted(rows)
     obj_ids = sorted({i for r in rows.values() for i in r})

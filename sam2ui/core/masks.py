@@ -29,6 +29,7 @@ __all__ = [
     "fill_holes_and_remove_sprinkles",
     "mask_to_coco_rle",
     "mask_to_rle",
+    "masks_to_coco_rle",
     "masks_to_rle",
     "remove_small_regions",
     "rle_area",
@@ -62,25 +63,32 @@ def _nonzero(x: torch.Tensor) -> torch.Tensor:
 
 def masks_to_rle(masks: torch.Tensor | np.ndarray) -> list[RLE]:
     """Uncompressed COCO RLE of each mask of a ``(N, H, W)`` bool batch (any torch device)."""
-    t = torch.as_tensor(masks)
-    if t.ndim != 3:
-        raise ValueError(f"expected masks of shape (N, H, W), got {tuple(t.shape)}")
-    size = [int(t.shape[1]), int(t.shape[2])]
-    return [{"size": size, "counts": c.tolist()} for c in _run_lengths(t.bool())]
+    size, runs = _run_lengths(masks)
+    return [{"size": size, "counts": c.tolist()} for c in runs]
 
 
-def _run_lengths(t: torch.Tensor) -> list[np.ndarray]:
-    """The int64 run lengths (COCO order: column-major, background first) of each mask of a
-    ``(N, H, W)`` bool batch.
+def masks_to_coco_rle(masks: torch.Tensor | np.ndarray) -> list[RLE]:
+    """Compressed COCO RLE of each mask of a ``(N, H, W)`` bool batch (any torch device)."""
+    size, runs = _run_lengths(masks)
+    return [{"size": size, "counts": encode_rle_counts(c)} for c in runs]
+
+
+def _run_lengths(masks: torch.Tensor | np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """``[H, W]`` and the int64 run lengths (COCO order: column-major, background first) of
+    each mask of a ``(N, H, W)`` bool batch.
 
     Change points are found on the row-major layout (vertical neighbours within a column and
     the wrap from the bottom of one column to the top of the next) and only those few
     positions are sorted into column-major order, which avoids transposing the whole batch.
     """
+    t = torch.as_tensor(masks)
+    if t.ndim != 3:
+        raise ValueError(f"expected masks of shape (N, H, W), got {tuple(t.shape)}")
+    t = t.bool()
     n, h, w = t.shape
     hw = h * w
     if n == 0 or hw == 0:
-        return [np.array([hw], dtype=np.int64) for _ in range(n)]
+        return [h, w], [np.array([hw], dtype=np.int64) for _ in range(n)]
     # A change at column-major position p means pixel p differs from pixel p - 1.
     keys = [np.zeros(0, dtype=np.int64)]
     if h > 1:
@@ -97,7 +105,7 @@ def _run_lengths(t: torch.Tensor) -> list[np.ndarray]:
     for i, own in enumerate(np.split(changes, splits)):
         first = [0, 0] if starts_on[i] else [0]
         out.append(np.diff(np.concatenate([first, own - i * hw, [hw]])))
-    return out
+    return [h, w], out
 
 
 def mask_to_rle(mask: torch.Tensor | np.ndarray) -> RLE:
@@ -170,11 +178,7 @@ def coco_to_rle(rle: RLE) -> RLE:
 
 def mask_to_coco_rle(mask: torch.Tensor | np.ndarray) -> RLE:
     """Compressed COCO RLE of one ``(H, W)`` bool mask, as ``pycocotools.mask.encode``."""
-    t = torch.as_tensor(mask)
-    if t.ndim != 2:
-        raise ValueError(f"expected a mask of shape (H, W), got {tuple(t.shape)}")
-    counts = _run_lengths(t.bool()[None])[0]
-    return {"size": [int(t.shape[0]), int(t.shape[1])], "counts": encode_rle_counts(counts)}
+    return masks_to_coco_rle(torch.as_tensor(mask)[None])[0]
 
 
 def rle_to_mask(rle: RLE) -> np.ndarray:
