@@ -23,7 +23,7 @@ import torch
 from sam2ui.core.loading.build import build_sam2
 from sam2ui.core.modeling.config import get_config
 from sam2ui.core.modeling.layers import set_onednn_linear
-from sam2ui.core.modeling.tracking import FrameMemory, PointPrompt, track_step
+from sam2ui.core.modeling.tracking import FrameMemory, PointPrompt, encode_memory, track_step
 from tests.reference_models import build_reference_model
 
 SIZE = 512
@@ -115,6 +115,19 @@ class Runner:
         store = "cond_frame_outputs" if cond else "non_cond_frame_outputs"
         self.ref_dict[store][t] = ref_out
         assert ours.memory is not None
+        ref_logits = ref_out["pred_masks_high_res"]
+        if points is not None and ((ref_logits > 0) != (ours.heads.high_res_masks > 0)).any():
+            # A mask from clicks is binarized before the memory encoder, so a pixel whose
+            # logit is undecided (within rounding of 0; `compare` checks that no other pixel
+            # differs) changes the memory by far more than rounding. Encode our memory from
+            # the reference's decision: the memory encoder is still compared at TOL, and
+            # both chains go on from the same state.
+            with torch.inference_mode():
+                feats, pos = encode_memory(
+                    self.ours, backbone.backbone_fpn[-1].expand(self.batch, -1, -1, -1),
+                    ref_logits, ours.heads.object_score_logits, True,
+                )  # fmt: skip
+            ours = replace(ours, memory=replace(ours.memory, features=feats, pos_enc=pos))
         (self.cond if cond else self.non_cond)[t] = ours.memory
         if cond:
             self.non_cond.pop(t, None)

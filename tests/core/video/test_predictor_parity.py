@@ -135,7 +135,7 @@ def _compare(ref_masks: torch.Tensor, our_masks: torch.Tensor, where: str) -> No
 def _compare_memory(ref_state, session) -> None:
     """Every object's stored outputs: the same frames, pointers, scores and low-res logits,
     and the same bfloat16 memory features (a few values may sit one bfloat16 step apart where
-    float32 rounding put them on either side of a rounding boundary)."""
+    float32 rounding put them on either side of a rounding boundary, and no further)."""
     for obj_idx, obj in enumerate(session.objects.values()):
         ref_out = ref_state["output_dict_per_obj"][obj_idx]
         for key, ours in (
@@ -157,7 +157,15 @@ def _compare_memory(ref_state, session) -> None:
                 a, b = ref["maskmem_features"], out.memory_features
                 assert b is not None and b.dtype == a.dtype == torch.bfloat16, where
                 same = (a == b).float().mean().item()
-                assert same > 0.999, f"{where}: only {same:.4%} of memory features agree"
+                assert same > 0.99, f"{where}: only {same:.4%} of memory features agree"
+                # Those that differ are neighbours: one bfloat16 step apart (adjacent bit
+                # patterns of the same sign), or, near 0 where a step is tiny, within a tenth
+                # of TOL. How many straddle a rounding boundary depends on the CPU's float32
+                # kernels (0.1% on an AVX2 host, fewer with AVX-512); a real error moves
+                # values by many steps.
+                steps = (a.view(torch.int16).int() - b.view(torch.int16).int()).abs()
+                near = (a.float() - b.float()).abs() <= TOL / 10
+                assert ((steps <= 1) | near).all(), f"{where}: memory features differ"
                 assert torch.allclose(a.float(), b.float(), rtol=2**-7, atol=TOL), where
 
 
