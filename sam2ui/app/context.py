@@ -340,17 +340,24 @@ class AppContext:
         return session_id
 
     @contextmanager
-    def use(self, session_id: str | None, kind: str) -> Iterator[Any]:
+    def use(self, session_id: str | None, kind: str, *, action: bool = False) -> Iterator[Any]:
         """The session's state, held exclusively for the block; a missing, expired or
-        foreign-kind session is a :class:`UserError` telling the user what to do."""
+        foreign-kind session is a :class:`UserError` telling the user what to do.
+
+        ``action``: the block is one interactive action (a click, a box, an undo: a quick
+        model call and the view drawn from it). Heavy work of other people waits while it
+        runs (:meth:`~sam2ui.core.ModelScheduler.interactive`), so the drawing after the
+        model call gets the cores too. Not for blocks that yield (generators)."""
         what = "an image" if kind == "image" else "a video"
         if not session_id:
             raise UserError(f"Upload {what} first.")
+        quick = action and not zerogpu.on_zero_gpu()
         try:
             with self.sessions.use(session_id) as session:
                 if session.kind != kind:
                     raise UserError(f"Upload {what} first.")
-                yield session.state
+                with self.scheduler.interactive() if quick else nullcontext():
+                    yield session.state
         except SessionNotFound as gone:
             raise UserError(f"{ended_message(gone)} Upload {what} again.") from None
 

@@ -271,7 +271,7 @@ class ImageHandlers:
         positive: bool = True,
     ) -> ImageView:
         """A point prompt at ``(x, y)`` image pixels for the object (positive or background)."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             check_inside(work.annotator.size, x, y, "image")
             target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(
@@ -294,7 +294,7 @@ class ImageHandlers:
         y1: float,
     ) -> ImageView:
         """Set the object's box (corners in any order, image pixels)."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             check_inside(work.annotator.size, x0, y0, "image")
             check_inside(work.annotator.size, x1, y1, "image")
             target = target_object(work, obj_id)
@@ -310,7 +310,7 @@ class ImageHandlers:
             return self._view(work)
 
     def undo(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
             target = target_object(work, obj_id)
@@ -322,7 +322,7 @@ class ImageHandlers:
 
     def undo_last(self, session_id: str | None) -> ImageView:
         """Take back the last prompt change, whichever object it was."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             target = work.annotator.last_changed
             if target is None:
                 return self._view(work, "Nothing to undo.")
@@ -332,7 +332,7 @@ class ImageHandlers:
 
     def redo(self, session_id: str | None) -> ImageView:
         """Apply again what the last undo took back."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             if not work.annotator.can_redo:
                 return self._view(work, "Nothing to redo.")
             work.annotator, obj = self.ctx.call(ImageAnnotator.redo, work.annotator)
@@ -342,7 +342,7 @@ class ImageHandlers:
 
     def remove_point(self, session_id: str | None, obj_id: int, index: int) -> ImageView:
         """Remove one click of an object (its ``index``-th, 0-based)."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(
                 ImageAnnotator.remove_click, work.annotator, target, int(index)
@@ -351,7 +351,7 @@ class ImageHandlers:
             return self._view(work, f"Removed a point of object {target}.")
 
     def clear_object(self, session_id: str | None, obj_id: int | None = None) -> ImageView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")
             target = target_object(work, obj_id)
@@ -359,7 +359,7 @@ class ImageHandlers:
             return self._view(work, f"Cleared object {target}.")
 
     def choose_candidate(self, session_id: str | None, obj_id: int | None, index: int) -> ImageView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             if not obj_id and work.selected is None:
                 raise UserError("Select an object first.")
             target = target_object(work, obj_id)

@@ -28,7 +28,7 @@ class VideoCanvasHandlers(VideoHandlers):
 
     def undo_last(self, session_id: str | None) -> VideoView:
         """Take back the last prompt change, on whatever frame and object it was."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             last = work.annotator.last_changed
             if last is None:
                 return self._view(work, "Nothing to undo.")
@@ -39,7 +39,7 @@ class VideoCanvasHandlers(VideoHandlers):
             return self._view(work, f"Undid the last change of object {obj} on frame {frame}.")
 
     def redo(self, session_id: str | None) -> VideoView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             if not work.annotator.can_redo:
                 return self._view(work, "Nothing to redo.")
             work.annotator, done = self.ctx.call(VideoAnnotator.redo, work.annotator)
@@ -53,7 +53,7 @@ class VideoCanvasHandlers(VideoHandlers):
     def remove_point(
         self, session_id: str | None, frame_idx: int, obj_id: int, index: int
     ) -> VideoView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             frame = self._frame(work, frame_idx)
             target = target_object(work, obj_id)
             work.annotator, _ = self.ctx.call(

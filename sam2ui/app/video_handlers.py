@@ -241,7 +241,7 @@ class VideoHandlers:
     ) -> VideoView:
         """A point prompt on ``frame_idx`` at ``(x, y)`` frame pixels (a correction when the
         frame is already tracked: propagate again to carry it on)."""
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             frame = self._frame(work, frame_idx)
             check_inside(work.annotator.size, x, y, "frame")
             target = target_object(work, obj_id)
@@ -267,7 +267,7 @@ class VideoHandlers:
         x1: float,
         y1: float,
     ) -> VideoView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             frame = self._frame(work, frame_idx)
             check_inside(work.annotator.size, x0, y0, "frame")
             check_inside(work.annotator.size, x1, y1, "frame")
@@ -288,7 +288,7 @@ class VideoHandlers:
     def undo(
         self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
     ) -> VideoView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Nothing to undo.")
@@ -305,7 +305,7 @@ class VideoHandlers:
     def clear_frame(
         self, session_id: str | None, frame_idx: int | None, obj_id: int | None = None
     ) -> VideoView:
-        with self.ctx.use(session_id, KIND) as work:
+        with self.ctx.use(session_id, KIND, action=True) as work:
             frame = self._frame(work, frame_idx)
             if not obj_id and work.selected is None:
                 return self._view(work, "Select an object to clear.")

@@ -70,6 +70,33 @@ def test_box_undo_and_clear(ctx: AppContext) -> None:
     assert h.undo(sid).objects[0].detail == "no mask yet"  # nothing left to undo: no error
 
 
+def test_a_click_draws_its_view_inside_one_interactive_action(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others' heavy work stays parked until the click's picture is drawn, not only during
+    its model call (see ModelScheduler.interactive); an upload is no such action."""
+    from sam2ui.core import ImageAnnotator
+
+    seen: list[int] = []
+    render = ImageAnnotator.render
+
+    def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(ctx.scheduler.actions())
+        return render(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageAnnotator, "render", watched)
+    h = ImageHandlers(ctx)
+    sid, _ = h.upload(None, make_image())
+    h.click(sid, None, 40, 48)
+    h.box(sid, None, 30, 20, 70, 75)
+    h.undo(sid)
+    assert seen == [0, 1, 1, 1]
+    assert ctx.scheduler.actions() == 0
+    with pytest.raises(UserError):
+        h.click(sid, 99, 40, 48)  # no object 99: the action still ends
+    assert ctx.scheduler.actions() == 0
+
+
 def test_object_list_add_select_rename_remove(ctx: AppContext) -> None:
     h = ImageHandlers(ctx)
     sid, _ = h.upload(None, make_image())

@@ -17,6 +17,11 @@ at most one block of someone's encoding (tens of milliseconds) plus the clicks b
 Only one call runs at a time on the default single slot, so a click gets every core the
 process uses (torch's intra-op threads) instead of sharing them with the encoding it passed.
 A thread that already holds a slot and asks again (nested work) simply keeps it.
+
+A click is more than its model call: the picture and the masks it returns are drawn and
+encoded after the call, on the CPU. :meth:`ModelScheduler.interactive` marks such a whole
+action; while one runs in another thread, heavy work does not start and stays parked at its
+next yield point, so the drawing does not share the cores with an encoding either.
 """
 
 from __future__ import annotations
@@ -70,11 +75,44 @@ class ModelScheduler:
         self._tickets = itertools.count()
         self._waiting = [0] * len(Lane)
         self._held = threading.local()
+        self._actions: dict[int, int] = {}  # thread -> interactive actions it began, running
         self.stats = SchedulerStats(granted=[0] * len(Lane))
 
     def waiting(self, lane: Lane) -> int:
         """How many calls of ``lane`` are waiting for a slot now."""
         return self._waiting[lane]
+
+    @contextmanager
+    def interactive(self) -> Iterator[None]:
+        """Mark the block as one interactive action: a click's model call together with the
+        drawing and encoding of what it returns. While any runs, heavy work of other threads
+        waits for a slot, and heavy work running parks at its next yield point; heavy work of
+        a thread with an action of its own goes on (a click that must first encode its
+        frame). An action that spans threads (a generator) ends for the thread it began in."""
+        owner = threading.get_ident()
+        with self._cond:
+            self._actions[owner] = self._actions.get(owner, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                left = self._actions[owner] - 1
+                if left:
+                    self._actions[owner] = left
+                else:
+                    del self._actions[owner]
+                self._cond.notify_all()
+
+    def actions(self) -> int:
+        """How many interactive actions (:meth:`interactive`) are running now."""
+        return sum(self._actions.values())
+
+    def _held_back(self) -> bool:
+        """Whether heavy work of this thread must wait for interactive actions: some run, and
+        none of them is this thread's (a click's own heavy work goes on; two such clicks
+        never wait for each other)."""
+        acting = self._actions
+        return bool(acting) and threading.get_ident() not in acting
 
     @contextmanager
     def slot(self, lane: Lane = Lane.INTERACTIVE) -> Iterator[None]:
@@ -117,7 +155,11 @@ class ModelScheduler:
             heapq.heappush(self._queue, key)
             self._waiting[lane] += 1
             try:
-                while not (self._free > 0 and self._queue[0] == key):
+                while not (
+                    self._free > 0
+                    and self._queue[0] == key
+                    and (lane == Lane.INTERACTIVE or not self._held_back())
+                ):
                     self._cond.wait()
             except BaseException:  # interrupted while waiting: leave the queue cleanly
                 if releasing:
@@ -142,6 +184,6 @@ class ModelScheduler:
     def _pass_to_interactive(self, key: tuple[int, int]) -> None:
         """At a yield point of heavy work: if clicks wait, let them run, then resume. The
         heavy call keeps its ticket, so it resumes before heavy work that asked later."""
-        if not self._waiting[Lane.INTERACTIVE]:  # the common case: nothing to do, no lock
-            return
+        if not (self._waiting[Lane.INTERACTIVE] or self._held_back()):
+            return  # the common case: nothing to do, no lock
         self._acquire(key, releasing=True)

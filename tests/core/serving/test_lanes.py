@@ -86,6 +86,88 @@ def test_heavy_work_hands_its_slot_to_clicks_at_yield_points() -> None:
     assert sched.stats.passed == 1
 
 
+def test_heavy_work_stays_parked_while_a_click_draws_its_result() -> None:
+    sched = ModelScheduler()
+    order: list[str] = []
+    at_block = threading.Event()
+    go_on = threading.Event()
+    drawn = threading.Event()
+
+    def encoding() -> None:
+        order.append("block 1")
+        at_block.set()
+        go_on.wait(WAIT_S)
+        yield_point()  # a click's action runs: park until it ends, drawing included
+        order.append("block 2")
+
+    def click() -> None:
+        with sched.interactive():
+            with sched.slot(Lane.INTERACTIVE):
+                order.append("click")
+            # The encoding took its slot back in the queue, but waits while the click draws.
+            _until(lambda: sched.waiting(Lane.HEAVY) == 1, "the encoding to park")
+            order.append("draw")
+            drawn.set()
+
+    heavy = _worker(sched, Lane.HEAVY, "encode", order, encoding)
+    at_block.wait(WAIT_S)
+    clicker = threading.Thread(target=click, daemon=True)
+    clicker.start()
+    _until(lambda: sched.actions() == 1 and sched.waiting(Lane.INTERACTIVE) == 1, "the click")
+    go_on.set()
+    for t in (heavy, clicker):
+        t.join(WAIT_S)
+    assert drawn.is_set()
+    assert order == ["encode", "block 1", "click", "draw", "block 2"]
+    assert sched.actions() == 0
+
+    # Heavy work does not start while another thread's action runs ...
+    order.clear()
+    started = threading.Event()
+    end = threading.Event()
+
+    def long_click() -> None:
+        with sched.interactive():
+            started.set()
+            end.wait(WAIT_S)
+            order.append("click done")
+
+    clicker = threading.Thread(target=long_click, daemon=True)
+    clicker.start()
+    started.wait(WAIT_S)
+    heavy = _worker(sched, Lane.HEAVY, "encode", order)
+    _until(lambda: sched.waiting(Lane.HEAVY) == 1, "the encoding to wait")
+    assert order == []
+    end.set()
+    for t in (clicker, heavy):
+        t.join(WAIT_S)
+    assert order == ["click done", "encode"]
+
+
+def test_a_click_runs_its_own_heavy_work_and_two_such_clicks_do_not_wait_for_each_other() -> None:
+    sched = ModelScheduler()
+    both_acting = threading.Barrier(2, timeout=WAIT_S)
+    order: list[str] = []
+
+    def click_on_a_new_frame(name: str) -> None:
+        with sched.interactive(), sched.interactive():  # nested: one action per thread
+            both_acting.wait()
+            with sched.slot(Lane.HEAVY):  # the frame's encoding
+                yield_point()
+                order.append(name)
+
+    threads = [
+        threading.Thread(target=click_on_a_new_frame, args=(f"c{i}",), daemon=True)
+        for i in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_S)
+    assert sorted(order) == ["c0", "c1"]
+    assert sched.actions() == 0 and sched._free == 1
+
+
 def test_nested_slots_and_yield_points_outside_a_slot() -> None:
     sched = ModelScheduler()
     yield_point()  # no hook: nothing happens
