@@ -125,24 +125,21 @@ def tint_region(
         np.multiply(masks[oid][y0:y1, x0:x1], k, out=tmp, dtype=dtype)
         np.maximum(label, tmp, out=label)
     a = round(alpha * 256)
-    # Per label: background keeps the pixel (x * 256 >> 8), objects blend with their colour.
-    keep = np.full(len(order) + 1, 256, dtype=np.uint16)
-    keep[1:] = 256 - a
-    add = np.zeros((len(order) + 1, 3), dtype=np.uint16)
-    add[1:] = np.array([colors[oid] for oid in order], dtype=np.uint16).reshape(-1, 3) * a
-    factor = keep[label]
-    # Channel by channel: numpy is slow on a trailing axis of length 3.
+    # Per label and channel, a table of all 256 results: background keeps the pixel, an
+    # object's label blends it with the object's colour, (x * (256 - a) + c * a) / 256
+    # rounded to nearest, ties to even (as np.rint). A pixel is then one table lookup.
+    values = np.arange(256, dtype=np.uint32)
+    rgb = np.array([colors[oid] for oid in order], dtype=np.uint32).reshape(-1, 3)
+    blend = values * (256 - a) + rgb.T[:, :, None] * a  # (3, objects, 256)
+    table = np.empty((3, len(order) + 1, 256), dtype=np.uint8)
+    table[:, 0] = values
+    table[:, 1:] = (blend + 127 + ((blend >> 8) & 1)) >> 8
+    index_dtype = np.uint16 if len(order) < 256 else np.uint32
+    base = np.left_shift(label, 8, dtype=index_dtype)  # label * 256 + pixel: a table entry
+    index = np.empty_like(base)
     for c in range(3):
-        plane = image[y0:y1, x0:x1, c].astype(np.uint16)
-        plane *= factor
-        plane += add[:, c][label]
-        # Round to nearest, ties to even (as np.rint): add 127, plus 1 when the quotient is odd.
-        odd = plane >> 8
-        odd &= 1
-        plane += odd
-        plane += 127
-        plane >>= 8
-        out[y0:y1, x0:x1, c] = plane
+        np.bitwise_or(base, image[y0:y1, x0:x1, c], out=index)
+        out[y0:y1, x0:x1, c] = table[c].ravel().take(index)
 
 
 class TintCache:

@@ -273,6 +273,26 @@ def test_reads_sav_files_without_sam2ui_extras():
 # --------------------------------------------------------------------------------- overlays
 
 
+def test_overlay_of_more_objects_than_fit_8_bits_blends_each_in_its_colour():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+    masks = {}
+    for oid in range(1, 301):  # object k owns pixel k of the flattened picture
+        m = np.zeros((20, 30), dtype=bool)
+        m.flat[oid] = True
+        masks[oid] = m
+    masks[7] = masks[7] | masks[300]  # overlap: the smaller id is on top
+    out = R.overlay_image(img, masks, alpha=0.5)
+    flat, picture = out.reshape(-1, 3), img.reshape(-1, 3).astype(np.float64)
+    for oid in (1, 7, 255, 256, 299):
+        want = np.rint(picture[oid] * 0.5 + np.array(R.palette_color(oid)) * 0.5)
+        np.testing.assert_array_equal(flat[oid], want)
+    want = np.rint(picture[300] * 0.5 + np.array(R.palette_color(7)) * 0.5)
+    np.testing.assert_array_equal(flat[300], want)
+    np.testing.assert_array_equal(flat[0], img.reshape(-1, 3)[0])
+    np.testing.assert_array_equal(flat[301:], img.reshape(-1, 3)[301:])
+
+
 def test_overlay_image_and_cutout_exact():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
