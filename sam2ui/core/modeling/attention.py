@@ -10,6 +10,7 @@ from torch import nn
 from sam2ui.core.compat import torch_ops
 
 from .layers import ONEDNN_MIN_ROWS, bucketed_linear, fast_cpu_kernels, linear, pad_rows
+from .yielding import yield_point
 
 # Measured on the 2-core development machine against the fused kernel (float32 / bfloat16):
 # memory attention, ~29k keys, one head of 256: 655 -> 364 ms / 629 -> 207 ms; Hiera global
@@ -45,6 +46,9 @@ def _blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
         kn, vt = kf[n].contiguous(), vf[n].t().contiguous()
         for i in range(0, queries, rows):
             out[n, i : i + rows] = _block(qf[n, i : i + rows], kn, vt)
+            # Hiera's global attention or one memory attention layer is a quarter of a second
+            # on two cores; between blocks of a few ms, waiting clicks may pass.
+            yield_point()
     return out.view(*batch, queries, v.shape[-1])
 
 

@@ -8,6 +8,8 @@ from torch import nn
 
 from sam2ui.core.compat import torch_ops
 
+from .yielding import yield_point
+
 _ACTIVATIONS = {nn.GELU: "gelu", nn.ReLU: "relu"}
 
 
@@ -158,6 +160,8 @@ class MLP(nn.Module):
                 x = linear(x, layer.weight, layer.bias, self._act_name)
             else:
                 x = self.act(linear(x, layer.weight, layer.bias))
+            if i != last:
+                yield_point()  # between the layers of an encoder block's wide MLP
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

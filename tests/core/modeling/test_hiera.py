@@ -1,13 +1,20 @@
-"""Hiera's query pooling against PyTorch's max pooling; its cached position embedding."""
+"""Hiera's query pooling against PyTorch's max pooling; its cached position embedding; where
+it lets waiting clicks pass."""
 
 from __future__ import annotations
+
+import sys
+from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from sam2ui.core.modeling import hiera
+from sam2ui.core.modeling.attention import attention
 from sam2ui.core.modeling.config import HieraConfig
 from sam2ui.core.modeling.hiera import Hiera, _pool
+from sam2ui.core.modeling.yielding import yield_hook
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -47,3 +54,48 @@ def test_trunk_built_in_inference_mode_follows_weight_updates() -> None:
     for got, expected in zip(first + second, expected_first + expected_second):
         assert torch.equal(got, expected)
     assert not torch.equal(first[-1], second[-1])
+
+
+def _yield_sites(run) -> Counter[str]:
+    """Where ``run()`` reaches yield points: the class (or function) that called each."""
+    sites: Counter[str] = Counter()
+
+    def hook() -> None:
+        caller = sys._getframe(2)
+        owner = caller.f_locals.get("self")
+        sites[type(owner).__name__ if owner is not None else caller.f_code.co_name] += 1
+
+    with torch.inference_mode(), yield_hook(hook):
+        run()
+    return sites
+
+
+def test_long_encoder_blocks_yield_inside_and_slicing_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A click waiting for the model passes an encoding within a few ms on two cores: the
+    windowed attention runs in slices, the MLP yields between its layers, and the blocked
+    (global) attention between its blocks of queries. The sliced attention gives the same
+    tokens as the whole batch of windows at once."""
+    torch.manual_seed(0)
+    trunk = Hiera(HieraConfig()).eval()  # the tiny trunk's layout
+    x = torch.randn(1, 3, 256, 256)
+    sliced: list[torch.Tensor] = []
+    sites = _yield_sites(lambda: sliced.extend(trunk(x)))
+    blocks = len(trunk.blocks)
+    assert sites["MLP"] == blocks  # between the two layers of every block's MLP
+    monkeypatch.setattr(hiera, "_WINDOW_SLICES", 10**9)  # one call for all windows
+    whole: list[torch.Tensor] = []
+    unsliced = _yield_sites(lambda: whole.extend(trunk(x)))
+    # One yield point per block after its projections; the sliced run adds one after each of
+    # the 4 slices of the blocks with 64 windows at this size: blocks 0 to 3 (a stage's first
+    # block attends in the previous stage's windows, before pooling). Stages 3 and 4 have 4.
+    assert unsliced["MultiScaleAttention"] == blocks
+    assert sites["MultiScaleAttention"] == blocks + 4 * 4
+    for a, b in zip(sliced, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 1100, 32, generator=gen) for _ in range(3))
+    sites = _yield_sites(lambda: attention(q, k, v))
+    assert sites["_blocked_attention"] == 2 * 3  # 2 heads x 3 blocks of up to 512 queries
