@@ -9,8 +9,10 @@ weights (no download), then drives it with ``gradio_client`` from threads of thi
 3. **beside a propagation**: the same, while one more user tracks a ``--video-frames`` video
    (``/video_upload``, ``/video_click``, ``/video_propagate``).
 
-It prints p50 / p95 / max per endpoint for phases 2 and 3, and the cross-talk check: every
+It prints p50 / p95 / max per endpoint for each phase, and the cross-talk check: every
 click's masks (the COCO RLE the endpoint returns) compared with the same click made alone.
+A probe calls ``/image_cancel`` (no model work) every 0.2 s throughout: its round trip is
+what gradio and ``gradio_client`` alone cost under the same load, the floor under a click's.
 
     python benchmarks/bench_load.py --users 8 --images 3 --clicks 6
 """
@@ -181,6 +183,34 @@ def run_tracker(url: str, video: Path, timings: Timings, done: threading.Event) 
         client.close()
 
 
+PROBE = "/image_cancel (floor)"
+
+
+def run_probe(url: str, timings: Timings, done: threading.Event) -> None:
+    """Call ``/image_cancel`` (no session, no model: it answers "Nothing is running.") every
+    0.2 s until ``done``: the round trip of gradio and its client alone, under the same load."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False, download_files=False)
+    try:
+        while not done.wait(0.2):
+            timings.call(PROBE, lambda: client.predict(api_name="/image_cancel"))
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def probing(url: str, timings: Timings) -> Any:
+    done = threading.Event()
+    probe = threading.Thread(target=run_probe, args=(url, timings, done))
+    probe.start()
+    try:
+        yield
+    finally:
+        done.set()
+        probe.join()
+
+
 def run_together(url: str, plans: list, video: Path | None) -> tuple[Timings, list, float]:
     timings = Timings()
     results: list[list[dict]] = [[] for _ in plans]
@@ -198,10 +228,11 @@ def run_together(url: str, plans: list, video: Path | None) -> tuple[Timings, li
             results[i] = run_user(url, plans[i], timings)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(plans))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with probing(url, timings):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     wall = time.perf_counter() - start
     if tracker is not None:
         tracker.join()
@@ -279,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             alone_t = Timings()
             start = time.perf_counter()
-            alone = [run_user(url, plan, alone_t) for plan in plans]
+            with probing(url, alone_t):
+                alone = [run_user(url, plan, alone_t) for plan in plans]
             alone_wall = time.perf_counter() - start
             lines = [f"`{shlex.join(['python', 'benchmarks/bench_load.py', *sys.argv[1:]])}`", ""]
             lines += report("one user at a time", alone_t, alone, alone, alone_wall)

@@ -11,7 +11,7 @@ import signal
 import threading
 from typing import Any
 
-from sam2ui.core import sweep_stale
+from sam2ui.core import quick_thread_switches, sweep_stale
 
 from .options import AppConfig
 from .ui import build_demo
@@ -59,6 +59,7 @@ def launch(config: AppConfig, **launch_kwargs: Any) -> Any:
     """Build the app for ``config`` and serve it (blocks unless ``prevent_thread_lock=True``
     is passed, then returns the :class:`gradio.Blocks`)."""
     exit_on_sigterm()
+    quick_thread_switches()  # a click's request changes threads often (see the function)
     sweep_stale()  # the folders of a server that was killed before it could clean up
     demo = build_demo(config)
     options = {**launch_options(config), **config.launch_kwargs, **launch_kwargs}

@@ -105,8 +105,10 @@ _LAZY: dict[str, str] = {
     "video_predictor": "sam2ui.core.serving.model_cache",
     "Lane": "sam2ui.core.serving.lanes",
     "FreeCpus": "sam2ui.core.serving.threads",
+    "SWITCH_INTERVAL_VARIABLE": "sam2ui.core.serving.threads",
     "THREADS_VARIABLE": "sam2ui.core.serving.threads",
     "configure_threads": "sam2ui.core.serving.threads",
+    "quick_thread_switches": "sam2ui.core.serving.threads",
     "usable_cpus": "sam2ui.core.serving.threads",
     "ModelScheduler": "sam2ui.core.serving.lanes",
     "CancellableIterator": "sam2ui.core.serving.sessions",
@@ -130,6 +132,7 @@ __all__ = [
     "DIRECTIONS",
     "NEGATIVE_COLOR",
     "POSITIVE_COLOR",
+    "SWITCH_INTERVAL_VARIABLE",
     "THREADS_VARIABLE",
     "VARIANTS",
     "AnnotatedObject",
@@ -208,6 +211,7 @@ __all__ = [
     "open_frames",
     "overlay_image",
     "palette_color",
+    "quick_thread_switches",
     "read_sav_json",
     "read_state_dict",
     "resolve_device",
@@ -321,9 +325,11 @@ if TYPE_CHECKING:
         SessionNotFound,
     )
     from sam2ui.core.serving.threads import (
+        SWITCH_INTERVAL_VARIABLE,
         THREADS_VARIABLE,
         FreeCpus,
         configure_threads,
+        quick_thread_switches,
         usable_cpus,
     )
     from sam2ui.core.video.builders import (

@@ -154,7 +154,14 @@ def test_launch_removes_the_folders_of_a_killed_server(
 
     monkeypatch.setattr(launcher, "build_demo", lambda config: Demo())
     monkeypatch.setattr(launcher, "exit_on_sigterm", lambda: False)  # not in the test runner
-    launcher.launch(AppConfig(port=None), prevent_thread_lock=True)
+    monkeypatch.setenv("SAM2UI_SWITCH_INTERVAL_MS", "0.25")
+    before = sys.getswitchinterval()
+    try:
+        launcher.launch(AppConfig(port=None), prevent_thread_lock=True)
+        # A serving process hands the interpreter lock between threads more often.
+        assert sys.getswitchinterval() == pytest.approx(0.00025)
+    finally:
+        sys.setswitchinterval(before)
     assert started and started[0]["show_error"] is False
     assert not stale.exists() and root.is_dir()
 

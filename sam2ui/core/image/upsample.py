@@ -16,8 +16,9 @@ float32), and the last one is compared with the threshold without rounding, thro
 exact float64 sum and the float32 rounding boundary just above the threshold.
 
 Which arithmetic torch uses depends on its build (fused multiply-adds in its AVX2 and
-AVX-512 kernels) and on the call (its channels-last kernel serves 3 channels on one thread),
-so the formula is checked against ``F.interpolate`` on small random inputs once per setting.
+AVX-512 kernels) and on the call (its channels-last kernel serves 3 channels on one thread;
+channels are therefore resized one at a time, see :func:`upsample_logits`), so the
+formula is checked against ``F.interpolate`` on small random inputs once per setting.
 Where none matches bit for bit, off the CPU, for downscaling, tiny outputs, non-finite
 logits, or logits without a clear boundary (noise: too many mixed cells to win), this simply
 runs ``F.interpolate`` and the comparison.
@@ -33,7 +34,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..modeling.layers import resize_bilinear
 
 __all__ = ["upsample_logits", "upsample_masks"]
 
@@ -51,8 +53,10 @@ _F32, _F64 = np.float32, np.float64
 
 def upsample_logits(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(B, C, h, w) float logits -> (B, C, H, W) by bilinear interpolation with half-pixel
-    centres (``align_corners=False``): exactly ``F.interpolate``."""
-    return F.interpolate(low_res, size, mode="bilinear", align_corners=False)
+    centres (``align_corners=False``): exactly ``F.interpolate`` of each channel on its own
+    (:func:`~sam2ui.core.modeling.layers.resize_bilinear`, the same whatever the thread
+    count)."""
+    return resize_bilinear(low_res, size)
 
 
 def upsample_masks(
@@ -79,12 +83,15 @@ def upsample_masks(
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise ValueError(f"size must be (H, W) with positive integers, got {size!r}")
     height, width = int(size[0]), int(size[1])
+    b, c, h, w = low_res.shape
     with torch.no_grad():
+        if low_res.device.type == "cpu":  # one channel at a time (see upsample_logits)
+            low_res = low_res.reshape(b * c, 1, h, w)
         plan = _plan(low_res, height, width, float(threshold))
         masks = None if plan is None else _fast_masks(low_res, plan)
         if masks is None:
-            return upsample_logits(low_res, (height, width)) > threshold
-        return torch.from_numpy(masks).view(*low_res.shape[:2], height, width)
+            return (upsample_logits(low_res, (height, width)) > threshold).view(b, c, height, width)
+        return torch.from_numpy(masks).view(b, c, height, width)
 
 
 # ---------------------------------------------------------------------------- per-axis tables

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hiera import Hiera
+from .layers import PointwiseConv2d
 from .position_encoding import PositionEmbeddingSine
 from .yielding import yield_point
 
@@ -40,7 +41,7 @@ class FpnNeck(nn.Module):
         self.convs = nn.ModuleList()
         for dim in backbone_channel_list:  # coarsest stage first, as the checkpoints order them
             lateral = nn.Sequential()
-            lateral.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
+            lateral.add_module("conv", PointwiseConv2d(dim, d_model))
             self.convs.append(lateral)
         self.fpn_top_down_levels = tuple(fpn_top_down_levels)
 

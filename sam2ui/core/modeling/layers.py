@@ -68,12 +68,63 @@ def linear(
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
         return bucketed_linear(x, weight, bias, activation)
-    y = F.linear(x, weight, bias)
+    if fast_cpu_kernels(x, weight) and x.dtype == weight.dtype:
+        y = _blas_linear(x, weight, bias)
+    else:
+        y = F.linear(x, weight, bias)
     if activation == "relu":
         return F.relu(y)
     if activation == "gelu":
         return F.gelu(y)
     return y
+
+
+# The BLAS library splits a product of a few rows (5 to 11 here) differently with one thread
+# and with two, so the same prompt gave logits 1e-6 apart, and now and then a pixel on the other
+# side of the threshold, depending on how many threads the serving layer granted the call (it
+# follows the CPUs that are free). At 16 rows and more, as in oneDNN's products, each output
+# is summed the same way whatever the thread count; so a few rows run as 16 (zero rows added
+# and dropped again). Measured on a 2-core AVX2 host: bit-identical at 1 and 2 threads for 1
+# to 39 rows through the model's layer sizes (tests/core/modeling/test_thread_invariance.py
+# checks whole predictions on the machine it runs on).
+_BLAS_ROW_BLOCK = 16
+
+
+def _blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear`` with the rows of ``x`` padded to a multiple of 16 (one row stays one)."""
+    features = x.shape[-1]
+    rows = x.numel() // features if features else 0
+    padded_rows = -(-rows // _BLAS_ROW_BLOCK) * _BLAS_ROW_BLOCK
+    if rows <= 1 or padded_rows == rows:
+        return F.linear(x, weight, bias)
+    padded = x.new_zeros(padded_rows, features)
+    padded[:rows] = x.reshape(rows, features)
+    return F.linear(padded, weight, bias)[:rows].reshape(*x.shape[:-1], weight.shape[0])
+
+
+def matmul_rows(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x @ w`` for ``x`` (..., K) and a 2-D ``w`` (K, N), summed the same way whatever the
+    thread count when the fast CPU kernels are on (see :func:`_blas_linear`)."""
+    if fast_cpu_kernels(x, w) and x.dtype == w.dtype:
+        return _blas_linear(x, w.t(), None)
+    return x @ w
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(x, size, mode="bilinear", align_corners=False)`` of a (B, C, h, w)
+    ``x``, each channel resized as a map of its own on the CPU.
+
+    torch's CPU kernel sums a map of several channels (three mask candidates) in one order on
+    one thread and in another on several (logits 4e-6 apart), and the serving layer changes
+    the thread count with the CPUs that are free; one channel at a time gives the
+    several-thread results whatever the count.
+    """
+    b, c, h, w = x.shape
+    if c > 1 and x.device.type == "cpu":
+        flat = x.reshape(b * c, 1, h, w)
+        one_each = F.interpolate(flat, size, mode="bilinear", align_corners=False)
+        return one_each.view(b, c, *one_each.shape[-2:])
+    return F.interpolate(x, size, mode="bilinear", align_corners=False)
 
 
 # oneDNN builds, and keeps in its caches, a kernel for every new shape of a product (see
@@ -124,6 +175,35 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+def pointwise_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """A 1x1 convolution of a (B, C, H, W) ``x``: ``weight`` (O, C, 1, 1), ``bias`` (O,).
+
+    With the fast CPU kernels it is a :func:`linear` over the channels-last view (free for the
+    channels-last maps the encoder and decoder pass), and the result is channels-last. This is
+    not for speed (the convolution is up to a quarter faster: about 5 ms of a 3 s encoding)
+    but for sums that do not depend on the thread count: the convolution kernels split their
+    sums by thread (results 1e-6 to 1e-5 apart at 1 and 2 threads), the linear products do
+    not (see :func:`_blas_linear`).
+    """
+    if fast_cpu_kernels(x, weight) and x.dtype == weight.dtype:
+        y = linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias)
+        return y.permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d(in, out, kernel_size=1)`` (same parameters and checkpoint keys) computed
+    with :func:`pointwise_conv`."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise_conv(x, self.weight, self.bias)
 
 
 class MLP(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from sam2ui.core.compat import torch_ops
 
-from .layers import MLP, LayerNorm2d, fast_cpu_kernels, linear
+from .layers import MLP, LayerNorm2d, PointwiseConv2d, fast_cpu_kernels, linear
 from .transformer import ImageKeys, TwoWayTransformer
 
 
@@ -62,8 +62,8 @@ class MaskDecoder(nn.Module):
         self.use_high_res_features = use_high_res_features
         if use_high_res_features:
             # Applied once per image in SAM2Model.forward_image, not per prompt.
-            self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
-            self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+            self.conv_s0 = PointwiseConv2d(dim, dim // 8)
+            self.conv_s1 = PointwiseConv2d(dim, dim // 4)
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(dim, dim, dim // 8, 3) for _ in range(self.num_mask_tokens)
         )

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .layers import LayerNorm2d, Linear, linear
+from .layers import LayerNorm2d, Linear, PointwiseConv2d, linear
 from .position_encoding import PositionEmbeddingSine
 from .transformer import RoPEAttention
 from .yielding import yield_point
@@ -92,7 +92,7 @@ class MaskDownSampler(nn.Module):
                 nn.GELU(),
             ]
             chans = out
-        layers.append(nn.Conv2d(chans, embed_dim, kernel_size=1))
+        layers.append(PointwiseConv2d(chans, embed_dim))
         self.encoder = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,10 +139,10 @@ class MemoryEncoder(nn.Module):
     def __init__(self, in_dim: int = 256, out_dim: int = 64) -> None:
         super().__init__()
         self.mask_downsampler = MaskDownSampler(in_dim)
-        self.pix_feat_proj = nn.Conv2d(in_dim, in_dim, kernel_size=1)
+        self.pix_feat_proj = PointwiseConv2d(in_dim, in_dim)
         self.fuser = Fuser(in_dim)
         self.position_encoding = PositionEmbeddingSine(out_dim)
-        self.out_proj = nn.Conv2d(in_dim, out_dim, kernel_size=1)
+        self.out_proj = PointwiseConv2d(in_dim, out_dim)
 
     def forward(
         self, pix_feat: torch.Tensor, masks: torch.Tensor, skip_mask_sigmoid: bool = False

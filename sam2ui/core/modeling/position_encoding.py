@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from .layers import matmul_rows
+
 
 def _sine_dim_t(num_feats: int, temperature: float, device: torch.device) -> torch.Tensor:
     """Frequency divisors shared by the sine encodings: temperature^(2*floor(i/2)/num_feats)."""
@@ -77,7 +79,7 @@ class PositionEmbeddingRandom(nn.Module):
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
         """(..., 2) coordinates in [0, 1] -> (..., 2 * num_pos_feats)."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix
+        coords = matmul_rows(2 * coords - 1, self.positional_encoding_gaussian_matrix)
         coords = 2 * math.pi * coords
         return torch.cat((coords.sin(), coords.cos()), dim=-1)
 

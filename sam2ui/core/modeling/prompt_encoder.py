@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import LayerNorm2d
+from .layers import LayerNorm2d, PointwiseConv2d
 from .position_encoding import PositionEmbeddingRandom
 
 # Point labels the model knows: -1 padding ("not a point"), 0 negative click, 1 positive click,
@@ -44,7 +44,7 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans // 4, mask_in_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_in_chans),
             nn.GELU(),
-            nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
+            PointwiseConv2d(mask_in_chans, embed_dim),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
         self._dense_pe: tuple[tuple[object, ...], torch.Tensor] | None = None

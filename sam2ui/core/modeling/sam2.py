@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import SAM2Config
 from .hiera import Hiera
 from .image_encoder import BackboneOutput, FpnNeck, ImageEncoder
-from .layers import MLP, Linear
+from .layers import MLP, Linear, pointwise_conv
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory import MemoryAttention, MemoryEncoder
 from .prompt_encoder import PromptEncoder
@@ -39,7 +38,7 @@ class ImageFeatures(NamedTuple):
 def _conv1x1(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """Apply ``conv`` in x's dtype (the cast of its small weights is a no-op in float32)."""
     bias = conv.bias.to(x.dtype) if conv.bias is not None else None
-    return F.conv2d(x, conv.weight.to(x.dtype), bias)
+    return pointwise_conv(x, conv.weight.to(x.dtype), bias)
 
 
 class SAM2Model(nn.Module):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .layers import resize_bilinear
 from .position_encoding import sine_1d
 from .sam2 import SAM2Model
 
@@ -111,9 +112,7 @@ def sam_heads(
     if cfg.pred_obj_scores:
         multi = torch.where(present[:, :, None, None], multi, NO_OBJECT_LOGIT)
     multi = multi.float()
-    multi_high = F.interpolate(
-        multi, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False
-    )
+    multi_high = resize_bilinear(multi, (cfg.image_size, cfg.image_size))
     token = out.sam_tokens[:, 0]
     if multimask_output:
         best = out.iou_pred.argmax(dim=-1)

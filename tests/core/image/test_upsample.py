@@ -1,4 +1,5 @@
-"""upsample_masks: the same boolean masks as F.interpolate + threshold, bit for bit."""
+"""upsample_masks: the same boolean masks as F.interpolate (of each channel on its own, as
+upsample_logits resizes on the CPU, the same at any thread count) + threshold, bit for bit."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from sam2ui.core.loading.build import build_sam2
 
 
 def reference(low_res: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
-    return F.interpolate(low_res, size, mode="bilinear", align_corners=False) > threshold
+    b, c, h, w = low_res.shape
+    one_each = low_res.reshape(b * c, 1, h, w)
+    up = F.interpolate(one_each, size, mode="bilinear", align_corners=False)
+    return up.view(b, c, *size) > threshold
 
 
 def blobs(b: int, c: int, seed: int, h: int = 256, w: int = 256) -> torch.Tensor:
@@ -60,11 +64,12 @@ def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def has_formula(channels: int, channels_last: bool = False, threads: int | None = None) -> bool:
+def has_formula(threads: int | None = None) -> bool:
     """Whether this torch build's F.interpolate has arithmetic the fast path reproduces (torch
-    2.13's has; 2.3's has not, and there every mask comes from F.interpolate itself)."""
+    2.13's has; 2.3's has not, and there every mask comes from F.interpolate itself). Channels
+    are resized one at a time, so the formula is the one of a single channel."""
     threads = torch.get_num_threads() if threads is None else threads
-    return U._formula(channels, channels_last, threads) is not None
+    return U._formula(1, False, threads) is not None
 
 
 @pytest.fixture
@@ -88,7 +93,7 @@ def test_masks_equal_interpolate_then_threshold(forced, size):
         got = U.upsample_masks(x, size, threshold)
         assert got.dtype == torch.bool and got.shape == (2, 3, *size)
         assert torch.equal(got, reference(x, size, threshold)), threshold
-    assert len(forced) == (4 if has_formula(3) else 0)
+    assert len(forced) == (4 if has_formula() else 0)
 
 
 @pytest.mark.parametrize("size", [(257, 300), (333, 517), (256, 256), (1031, 263)])
@@ -98,33 +103,40 @@ def test_masks_equal_without_clear_boundaries(forced, size, kind):
     x = logits(kind, 1, 2, seed=sum(size))
     for threshold in (0.0, 0.25, -1.3, 0.1):
         assert torch.equal(U.upsample_masks(x, size, threshold), reference(x, size, threshold))
-    assert len(forced) == (4 if has_formula(2) else 0)
+    assert len(forced) == (4 if has_formula() else 0)
 
 
 @pytest.mark.parametrize("kind", ["blobs", "tiny", "huge", "steps"])
-@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_both_cpu_kernels(forced, kind, threads, channels):
-    """torch uses its channels-last kernel (other arithmetic) for 3 channels on one thread."""
+def test_same_masks_at_one_and_two_threads(forced, kind, channels):
+    """torch's own kernel sums 3 channels differently on one thread (its channels-last
+    kernel); resized one channel at a time, the masks are the same at any thread count."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    x = logits(kind, 2, channels, seed=channels)
+    found = {}
     try:
-        x = logits(kind, 2, channels, seed=threads)
-        for threshold in (0.0, 0.25) if kind != "tiny" else (0.0, 1e-37, -1e-37):
-            got = U.upsample_masks(x, (541, 963), threshold)
-            assert torch.equal(got, reference(x, (541, 963), threshold))
-        expected = ("four_tap" if (threads, channels) == (1, 3) else "separable", True)
-        if has_formula(channels, threads=threads):  # not on every torch build
-            assert U._formula(channels, False, threads) == expected
-        assert bool(forced) == has_formula(channels, threads=threads)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for threshold in (0.0, 0.25) if kind != "tiny" else (0.0, 1e-37, -1e-37):
+                got = U.upsample_masks(x, (541, 963), threshold)
+                assert torch.equal(got, reference(x, (541, 963), threshold))
+                found[threads, threshold] = got
+            if has_formula(threads):  # not on every torch build
+                assert U._formula(1, False, threads) == ("separable", True)
+            assert bool(forced) == has_formula(threads)
+            logits_up = U.upsample_logits(x, (541, 963))
+            found[threads, "logits"] = logits_up
     finally:
         torch.set_num_threads(before)
+    for key, value in found.items():
+        if key[0] == 1:
+            assert torch.equal(value, found[(2, *key[1:])]), key
 
 
 def test_channels_last_input(forced):
     x = blobs(2, 5, seed=3).contiguous(memory_format=torch.channels_last)
     assert torch.equal(U.upsample_masks(x, (700, 900), 0.5), reference(x, (700, 900), 0.5))
-    assert bool(forced) == has_formula(5, channels_last=True)
+    assert bool(forced) == has_formula()
 
 
 def test_a_torch_build_without_a_formula_takes_interpolate(forced, monkeypatch):
@@ -147,7 +159,7 @@ def test_smooth_logits_take_the_fast_path_and_noise_does_not(fast_calls):
     assert torch.equal(
         U.upsample_masks(smooth, (1080, 1920), 0), reference(smooth, (1080, 1920), 0)
     )
-    taken = 1 if has_formula(3) else 0
+    taken = 1 if has_formula() else 0
     assert len(fast_calls) == taken
     assert torch.equal(U.upsample_masks(noise, (1080, 1920), 0), reference(noise, (1080, 1920), 0))
     assert len(fast_calls) == taken
@@ -399,4 +411,4 @@ def test_predictor_cleans_up_at_low_res_before_upsampling(predictor, monkeypatch
 def test_predictor_uses_the_fast_path(predictor, forced):
     masks, _, _ = predictor.predict(point_coords=np.array([[30, 40]]), point_labels=np.array([1]))
     assert masks.shape == (3, 263, 300)
-    assert bool(forced) == has_formula(3)
+    assert bool(forced) == has_formula()

@@ -93,3 +93,29 @@ def test_free_cpus_sets_torch_threads_before_each_model_call(
         assert torch.get_num_threads() == 1  # neighbours held both CPUs: one thread, not two
     with sched.slot(Lane.INTERACTIVE):
         assert torch.get_num_threads() == 2  # the neighbour stopped
+
+
+def test_quick_thread_switches_from_argument_environment_or_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        monkeypatch.delenv(threads.SWITCH_INTERVAL_VARIABLE, raising=False)
+        assert threads.quick_thread_switches() == pytest.approx(before * 1e3)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        monkeypatch.setenv(threads.SWITCH_INTERVAL_VARIABLE, "2")
+        assert threads.quick_thread_switches() == pytest.approx(0.5)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        assert threads.quick_thread_switches(1.0) == pytest.approx(2.0)
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        monkeypatch.setenv(threads.SWITCH_INTERVAL_VARIABLE, "fast")
+        with pytest.raises(ValueError, match="SAM2UI_SWITCH_INTERVAL_MS must be a number"):
+            threads.quick_thread_switches()
+        for bad in (0.0, -1.0, float("nan"), 5000.0):
+            with pytest.raises(ValueError, match="switch interval"):
+                threads.quick_thread_switches(bad)
+        assert sys.getswitchinterval() == pytest.approx(0.001)  # left as it was
+    finally:
+        sys.setswitchinterval(before)
