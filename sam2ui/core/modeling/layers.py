@@ -97,9 +97,8 @@ def _blas_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     padded_rows = -(-rows // _BLAS_ROW_BLOCK) * _BLAS_ROW_BLOCK
     if rows <= 1 or padded_rows == rows:
         return F.linear(x, weight, bias)
-    padded = x.new_zeros(padded_rows, features)
-    padded[:rows] = x.reshape(rows, features)
-    return F.linear(padded, weight, bias)[:rows].reshape(*x.shape[:-1], weight.shape[0])
+    y = F.linear(pad_rows(x.reshape(rows, features), padded_rows), weight, bias)
+    return y[:rows].reshape(*x.shape[:-1], y.shape[-1])
 
 
 def matmul_rows(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -159,10 +158,11 @@ def bucketed_linear(
     return y[:rows].reshape(*x.shape[:-1], y.shape[-1])
 
 
-def pad_rows(x: torch.Tensor) -> torch.Tensor:
-    """A 2-D ``x`` with zero rows added up to :func:`bucket_rows` (``x`` itself when none)."""
+def pad_rows(x: torch.Tensor, padded_rows: int | None = None) -> torch.Tensor:
+    """A 2-D ``x`` with zero rows added up to ``padded_rows`` (default :func:`bucket_rows`;
+    ``x`` itself when none)."""
     rows = x.shape[0]
-    padded_rows = bucket_rows(rows)
+    padded_rows = bucket_rows(rows) if padded_rows is None else padded_rows
     if padded_rows == rows:
         return x
     padded = x.new_zeros(padded_rows, x.shape[1])
