@@ -1,7 +1,10 @@
 """Many people on one server: click latency under load, and no cross-talk.
 
 Starts the app (``python -m sam2ui app``) in its own process on sam2.1-hiera-tiny with random
-weights (no download), then drives it with ``gradio_client`` from threads of this process:
+weights (no download), then drives it from threads of this process, each user with its own
+client: by default ``benchmarks/gradio_wire.py``, which speaks Gradio's queue protocol as a
+browser does; with ``--client gradio_client``, Gradio's own Python client, which adds tens of
+milliseconds of its own to every call:
 
 1. **alone**: each user's work, one user at a time, as the reference answers;
 2. **together**: ``--users`` users at once, each uploading ``--images`` pictures and clicking
@@ -12,9 +15,10 @@ weights (no download), then drives it with ``gradio_client`` from threads of thi
 It prints p50 / p95 / max per endpoint for each phase, and the cross-talk check: every
 click's masks (the COCO RLE the endpoint returns) compared with the same click made alone.
 A probe calls ``/image_cancel`` (no model work) every 0.2 s throughout: its round trip is
-what gradio and ``gradio_client`` alone cost under the same load, the floor under a click's.
+what gradio and the client alone cost under the same load, the floor under a click's.
 
     python benchmarks/bench_load.py --users 8 --images 3 --clicks 6
+    python benchmarks/bench_load.py --users 8 --images 3 --clicks 6 --client gradio_client
 """
 
 from __future__ import annotations
@@ -100,7 +104,8 @@ def start_server(checkpoint: Path, port: int, extra: list[str]) -> subprocess.Po
 
 
 class Timings:
-    def __init__(self) -> None:
+    def __init__(self, client: str) -> None:
+        self.client = client  # which client the users take: a key of CLIENTS
         self.ms: dict[str, list[float]] = defaultdict(list)
         self.failures: list[str] = []
         self._lock = threading.Lock()
@@ -116,6 +121,67 @@ class Timings:
         with self._lock:
             self.ms[endpoint].append((time.perf_counter() - start) * 1e3)
         return out
+
+
+class GradioClient:
+    """``gradio_client.Client`` behind the calls of ``gradio_wire.WireClient``."""
+
+    def __init__(self, url: str) -> None:
+        from gradio_client import Client
+
+        # Masks come back as COCO RLE: the rendered pictures need not be downloaded.
+        self.client = Client(url, verbose=False, download_files=False)
+
+    def upload(self, path: Path) -> Any:
+        from gradio_client import handle_file
+
+        return handle_file(str(path))  # sent by the call that takes it, and timed with it
+
+    def predict(self, api_name: str, *data: Any) -> Any:
+        return list(self.client.predict(*data, api_name=api_name))
+
+    def steps(self, api_name: str, *data: Any) -> int:
+        job = self.client.submit(*data, api_name=api_name)
+        job.result()
+        return len(job.outputs())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+CLIENTS = {"wire": "the queue protocol, as a browser", "gradio_client": "Gradio's Python client"}
+
+
+def connect(url: str, kind: str) -> Any:
+    if kind == "gradio_client":
+        return GradioClient(url)
+    from benchmarks.gradio_wire import WireClient
+
+    return WireClient(url)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process has used so far; Linux only."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def cpu_used(server: int, lines: list[str]) -> Any:
+    """Append how much CPU the clients (this process) and the server used over the block:
+    on a small machine the clients' own share is taken from the server's."""
+    try:
+        before = cpu_seconds(os.getpid()), cpu_seconds(server), time.perf_counter()
+    except (OSError, ValueError, IndexError):
+        yield
+        return
+    yield
+    clients = cpu_seconds(os.getpid()) - before[0]
+    wall = time.perf_counter() - before[2]
+    lines.append(
+        f"- CPU over the phase's {wall:.0f} s: clients {clients:.1f} s "
+        f"({clients / wall:.2f} of a core), server {cpu_seconds(server) - before[1]:.1f} s"
+    )
 
 
 def user_plan(user: int, images: int, clicks: int, folder: Path) -> list[tuple[Path, list]]:
@@ -139,21 +205,18 @@ def user_plan(user: int, images: int, clicks: int, folder: Path) -> list[tuple[P
 
 def run_user(url: str, plan: list[tuple[Path, list]], timings: Timings) -> list[dict]:
     """Upload each picture and click on it; each click's masks (COCO RLE per object)."""
-    from gradio_client import Client, handle_file
-
-    # Masks come back as COCO RLE: the rendered pictures need not be downloaded.
-    client = Client(url, verbose=False, download_files=False)
+    client = connect(url, timings.client)
     results = []
     try:
         for path, pts in plan:
             timings.call(
                 "/image_upload",
-                lambda p=path: client.predict(handle_file(str(p)), api_name="/image_upload"),
+                lambda p=path: client.predict("/image_upload", client.upload(p)),
             )
             for x, y, positive in pts:
                 out = timings.call(
                     "/image_click",
-                    lambda a=(x, y, positive): client.predict(0, *a, api_name="/image_click"),
+                    lambda a=(x, y, positive): client.predict("/image_click", 0, *a),
                 )
                 results.append(out[-1])
     finally:
@@ -163,21 +226,16 @@ def run_user(url: str, plan: list[tuple[Path, list]], timings: Timings) -> list[
 
 def run_tracker(url: str, video: Path, timings: Timings, done: threading.Event) -> int:
     """Upload the video, click on frame 0, propagate to the end; frames tracked."""
-    from gradio_client import Client, handle_file
-
-    client = Client(url, verbose=False)
+    client = connect(url, timings.client)
     try:
+        timings.call("/video_upload", lambda: client.predict("/video_upload", client.upload(video)))
         timings.call(
-            "/video_upload",
-            lambda: client.predict(handle_file(str(video)), api_name="/video_upload"),
+            "/video_click", lambda: client.predict("/video_click", 0, 0, 300.0, 180.0, True)
         )
-        timings.call(
-            "/video_click",
-            lambda: client.predict(0, 0, 300.0, 180.0, True, api_name="/video_click"),
+        steps: int = timings.call(
+            "/video_propagate", lambda: client.steps("/video_propagate", "forward")
         )
-        job = client.submit("forward", api_name="/video_propagate")
-        timings.call("/video_propagate", job.result)
-        return len(job.outputs())
+        return steps
     finally:
         done.set()
         client.close()
@@ -189,12 +247,10 @@ PROBE = "/image_cancel (floor)"
 def run_probe(url: str, timings: Timings, done: threading.Event) -> None:
     """Call ``/image_cancel`` (no session, no model: it answers "Nothing is running.") every
     0.2 s until ``done``: the round trip of gradio and its client alone, under the same load."""
-    from gradio_client import Client
-
-    client = Client(url, verbose=False, download_files=False)
+    client = connect(url, timings.client)
     try:
         while not done.wait(0.2):
-            timings.call(PROBE, lambda: client.predict(api_name="/image_cancel"))
+            timings.call(PROBE, lambda: client.predict("/image_cancel"))
     finally:
         client.close()
 
@@ -211,8 +267,10 @@ def probing(url: str, timings: Timings) -> Any:
         probe.join()
 
 
-def run_together(url: str, plans: list, video: Path | None) -> tuple[Timings, list, float]:
-    timings = Timings()
+def run_together(
+    url: str, plans: list, video: Path | None, client: str
+) -> tuple[Timings, list, float]:
+    timings = Timings(client)
     results: list[list[dict]] = [[] for _ in plans]
     tracked = threading.Event()
     tracker = None
@@ -258,7 +316,9 @@ def lowest_iou(pairs: list[tuple[dict, dict]]) -> float:
     return low
 
 
-def report(title: str, timings: Timings, results: list, alone: list, wall: float) -> list[str]:
+def report(
+    title: str, timings: Timings, results: list, alone: list, wall: float, cpu: list[str]
+) -> list[str]:
     lines = [f"### {title} ({wall:.1f} s)", "", "| endpoint | calls | p50 ms | p95 ms | max ms |"]
     lines.append("|---|---:|---:|---:|---:|")
     for endpoint, ms in sorted(timings.ms.items()):
@@ -283,6 +343,7 @@ def report(title: str, timings: Timings, results: list, alone: list, wall: float
         + (f" (first: {timings.failures[0]})" if timings.failures else ""),
         f"- click p95 {click_p95:.0f} ms, target <= {CLICK_P95_TARGET_MS:.0f}: "
         + ("met" if click_p95 <= CLICK_P95_TARGET_MS else "NOT met"),
+        *cpu,
         "",
     ]
     return lines
@@ -297,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clicks", type=int, default=6)
     parser.add_argument("--video-frames", type=int, default=60, help="0: skip phase 3")
     parser.add_argument("--server-args", default="", help="more options for `sam2ui app`")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="wire",
+        help="wire: " + CLIENTS["wire"] + "; gradio_client: " + CLIENTS["gradio_client"],
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="sam2ui-bench-load-") as tmp:
@@ -308,24 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(checkpoint, port, shlex.split(args.server_args))
         url = f"http://127.0.0.1:{port}/"
         try:
-            alone_t = Timings()
+            alone_t = Timings(args.client)
+            cpu: list[str] = []
             start = time.perf_counter()
-            with probing(url, alone_t):
+            with cpu_used(server.pid, cpu), probing(url, alone_t):
                 alone = [run_user(url, plan, alone_t) for plan in plans]
             alone_wall = time.perf_counter() - start
             lines = [f"`{shlex.join(['python', 'benchmarks/bench_load.py', *sys.argv[1:]])}`", ""]
-            lines += report("one user at a time", alone_t, alone, alone, alone_wall)
-            t, res, wall = run_together(url, plans, None)
-            lines += report(f"{args.users} users at once", t, res, alone, wall)
+            lines += [f"Client: {args.client} ({CLIENTS[args.client]}), one per user.", ""]
+            lines += report("one user at a time", alone_t, alone, alone, alone_wall, cpu)
+            phases = [(f"{args.users} users at once", None)]
             if video is not None:
-                t, res, wall = run_together(url, plans, video)
-                lines += report(
-                    f"{args.users} users at once beside a {args.video_frames}-frame propagation",
-                    t,
-                    res,
-                    alone,
-                    wall,
-                )
+                title = f"{args.users} users at once beside a {args.video_frames}-frame propagation"
+                phases.append((title, video))
+            for title, clip in phases:
+                cpu = []
+                with cpu_used(server.pid, cpu):
+                    t, res, wall = run_together(url, plans, clip, args.client)
+                lines += report(title, t, res, alone, wall, cpu)
         finally:
             server.terminate()
             server.wait(30)

@@ -160,3 +160,38 @@ def test_app_on_a_random_weight_checkpoint(meta_checkpoint, image_file: Path) ->
     finally:
         demo.close()
         demo.sam2ui_context.close()
+
+
+def test_the_queue_protocol_as_a_browser_speaks_it(app_url: str, image_file: Path) -> None:
+    """benchmarks/gradio_wire.py (the load benchmark's client) gets what gradio_client gets."""
+    from benchmarks.gradio_wire import WireClient, WireError
+
+    wire = WireClient(app_url)
+    ref = gradio_client.Client(app_url, verbose=False)
+    try:
+        wire.predict("/image_upload", wire.upload(image_file))
+        ref.predict(gradio_client.handle_file(str(image_file)), api_name="/image_upload")
+        got = wire.predict("/image_click", 0, 40, 48, True)
+        want = ref.predict(0, 40, 48, True, api_name="/image_click")
+        assert list(got[-1]) == ["1"] and got[-1] == want[-1]  # the same masks, as COCO RLE
+        assert got[4] == want[4] and "1: object 1" in got[2]  # status line, legend
+        assert got[0]["meta"] == {"_type": "gradio.FileData"}  # the overlay, not downloaded
+        with pytest.raises(WireError, match="outside the 128x96 image"):
+            wire.predict("/image_click", 0, 400, 48, True)
+        assert wire.predict("/image_cancel") == list(ref.predict(api_name="/image_cancel"))
+    finally:
+        wire.close()
+        ref.close()
+
+
+def test_a_generator_over_the_queue_protocol(app_url: str, video_file: Path) -> None:
+    from benchmarks.gradio_wire import WireClient
+
+    wire = WireClient(app_url)
+    try:
+        wire.predict("/video_upload", wire.upload(video_file))
+        wire.predict("/video_click", 0, 0, 40, 48, True)
+        outputs, updates = wire.run("/video_propagate", "forward")
+        assert outputs[4].startswith("Tracked 6 frames") and updates >= 2
+    finally:
+        wire.close()
