@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_load import build_checkpoint, write_video  # noqa: E402
+from benchmarks.bench_load import build_checkpoint, cpu_ticks, write_video  # noqa: E402
 
 OVERHEAD_TARGET = 0.05
 
@@ -112,15 +112,14 @@ def _cpu_ticks(names: dict[int, str] | None = None) -> dict[int, int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                head, tail = (entry / "stat").read_text().rsplit(")", 1)
-                fields = tail.split()
+                name, used = cpu_ticks(entry.name)
                 if names is not None:
                     names[int(entry.name)] = (entry / "cmdline").read_bytes()[:64].decode(
                         errors="replace"
-                    ) or head.split("(", 1)[-1]
+                    ) or name
             except OSError:
                 continue
-            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+            ticks[int(entry.name)] = used
     return ticks
 
 

@@ -160,10 +160,17 @@ def connect(url: str, kind: str) -> Any:
     return WireClient(url)
 
 
+def cpu_ticks(pid: int | str) -> tuple[str, int]:
+    """(name, CPU ticks used so far: user + system, every thread) of a process, from
+    ``/proc/<pid>/stat``; Linux only."""
+    head, tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    fields = tail.split()  # from the state on: utime and stime are the 12th and 13th
+    return head.split("(", 1)[-1], int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, every thread) a process has used so far; Linux only."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_ticks(pid)[1] / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
