@@ -9,8 +9,9 @@ the machine's drift over those minutes cancels out). Printed per W: videos per m
 job's fixed cost (the job's time less the videos' time in the workers, per worker: starting
 Ray and the worker processes, loading the model once per worker), and Ray's overhead per video:
 a video's time in a batch worker (its results.jsonl "seconds") less its tracking time without
-Ray, against that tracking time (target: <= 5%), every video's times, and the CPU seconds the
-workers, the job's driver and Ray's other processes used during the job.
+Ray, against that tracking time (target: <= 5%), every video's times, the CPU seconds the
+workers, the job's driver and Ray's other processes used during the job, and how often the
+tracking threads were preempted per second of tracking, alone and in the batch workers.
 
     python benchmarks/bench_batch.py --videos 6 --frames 8 --workers 1,2
 """
@@ -60,10 +61,13 @@ def _tracking_times(
     threads: int,
     formats: list[str],
     share: tuple[int, int],
-) -> tuple[float, dict[str, float]]:
-    """(model load seconds, tracking seconds per video id) of the videos of one worker's
-    ``share`` (index, count: every count-th line from index), the model loaded once, before
-    the first video, as `sam2ui batch` starts its workers."""
+) -> tuple[float, dict[str, float], int]:
+    """(model load seconds, tracking seconds per video id, the process's involuntary context
+    switches over the videos) of the videos of one worker's ``share`` (index, count: every
+    count-th line from index), the model loaded once, before the first video, as `sam2ui
+    batch` starts its workers."""
+    import resource
+
     from sam2ui.cli.batch_worker import BatchOptions, BatchWorker, options_dict, read_manifest
 
     index, count = share
@@ -76,27 +80,29 @@ def _tracking_times(
         worker = BatchWorker(options_dict(options), out)
         load = time.perf_counter() - start
         seconds = {}
+        switched = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         for item in items:
             start = time.perf_counter()
             row = worker.run(item)
             seconds[item.id] = time.perf_counter() - start
             assert row["status"] == "ok", row
-    return load, seconds
+        switched = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw - switched
+    return load, seconds, switched
 
 
 def _alone(
     manifest: Path, source: str, device: str, threads: int, formats: list[str], workers: int
-) -> tuple[float, dict[str, float]]:
+) -> tuple[float, dict[str, float], int]:
     """The videos tracked without Ray as `workers` separate processes at once would (what
     running `sam2ui track` on a share of the videos in each of `workers` terminals does):
-    (the slowest model load, tracking seconds per video id)."""
+    (the slowest model load, tracking seconds per video id, the processes' involuntary
+    context switches while tracking)."""
     context = multiprocessing.get_context("spawn")
     jobs = [(manifest, source, device, threads, formats, (i, workers)) for i in range(workers)]
     with context.Pool(workers) as pool:
         results = pool.starmap(_tracking_times, jobs)
-    return max(load for load, _ in results), {
-        k: v for _, times in results for k, v in times.items()
-    }
+    times = {k: v for _, share_times, _ in results for k, v in share_times.items()}
+    return max(r[0] for r in results), times, sum(r[2] for r in results)
 
 
 def _gpus() -> int:
@@ -123,21 +129,45 @@ def _cpu_ticks(names: dict[int, str] | None = None) -> dict[int, int]:
     return ticks
 
 
+def _involuntary_switches(pid: int) -> int:
+    """How many times the threads of a process were preempted (taken off a core while they
+    could run), from /proc/<pid>/task/*/status; Linux only."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        # A thread that ends while it is read gives an error or a cut-off file: skipped.
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            status = (task / "status").read_text()
+            total += int(status.split("nonvoluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
 class _JobCpu:
     """CPU seconds used while a job runs, sampled every second from /proc (Ray's processes
     end with the job): the workers (``ray::MapWorker``), this process (the job's driver) and
-    the other processes that started with the job (Ray's daemons, agents and actors)."""
+    the other processes that started with the job (Ray's daemons, agents and actors); and
+    how often the workers' threads were preempted."""
 
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
         self.before = _cpu_ticks()
         self.last: dict[int, int] = dict(self.before)
+        self.switches: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        self.last.update(_cpu_ticks(self.names))
+        for pid, name in self.names.items():
+            if name.startswith("ray::MapWorker") and pid not in self.before:
+                # The largest count seen: the threads that end as the job stops take
+                # their counts with them.
+                with contextlib.suppress(OSError):  # the process ended
+                    count = _involuntary_switches(pid)
+                    self.switches[pid] = max(self.switches.get(pid, 0), count)
+
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            self.last.update(_cpu_ticks(self.names))
+            self._sample()
 
     def __enter__(self) -> _JobCpu:
         self._thread.start()
@@ -146,7 +176,7 @@ class _JobCpu:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.last.update(_cpu_ticks(self.names))
+        self._sample()
 
     def seconds(self) -> dict[str, float]:
         import os
@@ -239,7 +269,9 @@ def main() -> None:
             formats = args.formats.split(",")
             # The videos alone before and after the batch job, so that the machine's drift over
             # the minutes between cancels out of the comparison.
-            load, before = _alone(manifest, source, args.device, threads, formats, workers)
+            load, before, switched = _alone(
+                manifest, source, args.device, threads, formats, workers
+            )
             out = folder / f"out-{workers}"
             argv = ["batch", str(manifest), "--out", str(out), "--formats", args.formats]
             argv += [*source_args, "--device", args.device, "--workers", str(workers)]
@@ -256,13 +288,22 @@ def main() -> None:
             used = ", ".join(f"{k} {v:.1f}" for k, v in cpu.seconds().items())
             details.append(f"{workers} worker(s), CPU seconds during the {job:.0f} s job: {used}")
             assert status == 0, f"batch exit status {status}"
-            _, after = _alone(manifest, source, args.device, threads, formats, workers)
+            _, after, switched_after = _alone(
+                manifest, source, args.device, threads, formats, workers
+            )
             rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
             in_batch = {row["id"]: float(row["seconds"]) for row in rows}
             ids = sorted(in_batch)
             per_video = statistics.mean((before[i] + after[i]) / 2 for i in ids)
             overhead = statistics.mean(in_batch[i] for i in ids) - per_video
             fixed = job - sum(in_batch.values()) / workers
+            alone_rate = (switched + switched_after) / sum(before[i] + after[i] for i in ids)
+            batch_rate = sum(cpu.switches.values()) / sum(in_batch.values())
+            details.append(
+                f"{workers} worker(s), the tracking threads preempted per second of tracking "
+                f"(a process's involuntary context switches): alone {alone_rate:.0f}, in the "
+                f"batch workers {batch_rate:.0f} (the latter counts the workers' whole life)"
+            )
             for name, times in (("alone before", before), ("in the batch", in_batch)):
                 listed = " ".join(f"{times[i]:.2f}" for i in ids)
                 details.append(f"{workers} worker(s), {name}: {listed}")
