@@ -113,6 +113,7 @@ class VideoFileSource(FrameSource):
         self._last: int | None = None  # last index asked for
         self.substituted: set[int] = set()
         self.stats = {"seeks": 0, "decoded": 0, "converted": 0}
+        self._reformatter: tuple[int, Any] | None = None  # (process id, its RGB converter)
         try:
             self._open()
             self._scan()
@@ -161,7 +162,9 @@ class VideoFileSource(FrameSource):
     # Pickling (handing a session to a forked worker, sam2ui.core.serving.handoff): the frame table
     # and settings go; the open file, the decoder position and the cached frames do not. The
     # copy reopens the file, so it must still be there.
-    _TRANSIENT = ("_lock", "_cache", "_chunk", "_container", "_stream", "_gen", "_prev")
+    _TRANSIENT = (
+        "_lock", "_cache", "_chunk", "_container", "_stream", "_gen", "_prev", "_reformatter"
+    )  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
@@ -178,6 +181,7 @@ class VideoFileSource(FrameSource):
         self._gen = None
         self._prev = None
         self._container = None
+        self._reformatter = None
         try:
             self._open()
         except (FFmpegError, OSError) as exc:
@@ -352,7 +356,14 @@ class VideoFileSource(FrameSource):
 
     def _convert(self, frame: Any) -> np.ndarray:
         self.stats["converted"] += 1
-        rgb = frame.to_ndarray(format="rgb24")
+        # PyAV's shared converter keeps FFmpeg's scaling threads, which a forked process (a
+        # ZeroGPU worker) does not have: it would wait for them forever. Each process that
+        # converts gets a converter of its own.
+        if self._reformatter is None or self._reformatter[0] != os.getpid():
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = (os.getpid(), VideoReformatter())
+        rgb = self._reformatter[1].reformat(frame, format="rgb24").to_ndarray()
         return readonly_view(apply_orientation(rgb, self._orientation))
 
     def _key_before(self, index: int) -> int | None:
