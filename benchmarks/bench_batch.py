@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_load import build_checkpoint, cpu_ticks, write_video  # noqa: E402
 
 OVERHEAD_TARGET = 0.05
+WORKER_NAME = "ray::MapWorker"  # how Ray names the batch workers' processes
 
 
 def _manifest(folder: Path, videos: int, frames: int, height: int, width: int) -> Path:
@@ -158,7 +159,7 @@ class _JobCpu:
     def _sample(self) -> None:
         self.last.update(_cpu_ticks(self.names))
         for pid, name in self.names.items():
-            if name.startswith("ray::MapWorker") and pid not in self.before:
+            if name.startswith(WORKER_NAME) and pid not in self.before:
                 # The largest count seen: the threads that end as the job stops take
                 # their counts with them.
                 with contextlib.suppress(OSError):  # the process ended
@@ -190,7 +191,7 @@ class _JobCpu:
                 continue
             else:
                 name = self.names.get(pid, "")
-                key = "workers" if name.startswith("ray::MapWorker") else "Ray's other processes"
+                key = "workers" if name.startswith(WORKER_NAME) else "Ray's other processes"
             out[key] += (ticks - self.before.get(pid, 0)) / hz
         return out
 
