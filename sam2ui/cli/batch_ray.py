@@ -24,6 +24,7 @@ from .batch_worker import (
     BatchWorker,
     options_dict,
     result_row,
+    switch_policy,
 )
 
 # How long to wait for a cluster's address to answer before saying it does not.
@@ -32,6 +33,15 @@ CONNECT_SECONDS = 5.0
 # other process; a tracking worker that uses every core then waits each time one of them
 # wakes (about +20% per video on 2 cores). The workers run at the normal priority instead.
 WORKER_NICENESS = "RAY_worker_niceness"
+# Ray's processes (the raylet, the GCS, the agents, Ray Data's helper actors, the driver's
+# threads) also wake hundreds of times a second between them. At the normal scheduling policy
+# each wake takes a core from a tracking thread at once; at SCHED_BATCH a woken thread waits for
+# the scheduler's next tick or an idle core, so one such preemption serves several wakes, and
+# the tracking threads were preempted half as often (issue 17 in benchmarks/RESULTS.md). The
+# driver therefore starts a local cluster at SCHED_BATCH, which its processes inherit, and the
+# workers move their tracking threads back to the normal policy (``normal_policy``); neither
+# move needs any privilege. A cluster joined by address is left as it is.
+_DRIVER: dict[str, bool] = {"batch_policy": False}
 
 __all__ = ["ClusterPlan", "plan_cluster", "run_on_ray", "start_ray", "stop_ray"]
 
@@ -65,6 +75,7 @@ def start_ray(address: str | None, quiet: bool = True) -> dict[str, float]:
     else:
         from sam2ui.core import usable_cpus
 
+        _DRIVER["batch_policy"] = switch_policy("SCHED_OTHER", "SCHED_BATCH")
         ray.init(
             num_cpus=usable_cpus(),
             num_gpus=_local_gpus(),
@@ -136,7 +147,10 @@ def run_on_ray(
 
     gpu = plan.gpus and options.device in ("auto", "cpu")
     options = replace(
-        options, threads=options.threads or plan.cpus, device="cuda" if gpu else options.device
+        options,
+        threads=options.threads or plan.cpus,
+        device="cuda" if gpu else options.device,
+        normal_policy=_DRIVER["batch_policy"],
     )
     rows = [asdict(item) for item in items]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
@@ -179,3 +193,6 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    if _DRIVER["batch_policy"]:
+        switch_policy("SCHED_BATCH", "SCHED_OTHER")
+        _DRIVER["batch_policy"] = False

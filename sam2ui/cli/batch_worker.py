@@ -30,6 +30,7 @@ __all__ = [
     "ManifestError",
     "read_manifest",
     "result_row",
+    "switch_policy",
 ]
 
 # A manifest id becomes a folder name: letters, digits, ".", "_" and "-", not starting with ".".
@@ -72,6 +73,24 @@ class BatchOptions:
     # The kinds of line ("video", "image") whose predictor a worker loads when it starts, so
     # that no line's time (its result row's "seconds") holds the model's loading.
     preload: tuple[str, ...] = ()
+    # Run the tracking threads at the normal scheduling policy when the worker process started
+    # at SCHED_BATCH, as the processes of a local cluster do (see ``batch_ray.start_ray``).
+    normal_policy: bool = False
+
+
+def switch_policy(current: str, new: str) -> bool:
+    """Move the calling thread, and so the threads it starts from now on, from the scheduling
+    policy named ``current`` (``"SCHED_OTHER"``, the normal one, or ``"SCHED_BATCH"``: moves
+    between these two need no privilege) to ``new``. Whether it moved: not from another
+    policy, nor on a system without these."""
+    old, to = getattr(os, current, None), getattr(os, new, None)
+    try:
+        if old is None or to is None or os.sched_getscheduler(0) != old:
+            return False
+        os.sched_setscheduler(0, to, os.sched_param(0))
+        return True
+    except OSError:  # not allowed here: the work still runs, only less smoothly
+        return False
 
 
 def read_manifest(path: Path) -> list[BatchItem]:
@@ -150,6 +169,9 @@ class BatchWorker:
         self.options = BatchOptions(**{**options, **tuples})
         self.out = Path(out)
         self._predictors: dict[str, Any] = {}
+        if self.options.normal_policy:
+            # Before torch starts its threads, which take this thread's policy.
+            switch_policy("SCHED_BATCH", "SCHED_OTHER")
         from sam2ui.core import configure_threads, resolve_device
 
         self.device = resolve_device(self.options.device).type  # "auto": as the engine picks
@@ -163,6 +185,8 @@ class BatchWorker:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         """Ray Data's entry: columns of :class:`BatchItem` fields in, result columns out."""
+        if self.options.normal_policy:
+            switch_policy("SCHED_BATCH", "SCHED_OTHER")  # Ray Data calls from its own thread
         rows = [
             self.run(BatchItem(*(str(batch[k][i]) for k in ("id", "kind", "path", "prompts"))))
             for i in range(len(batch["id"]))

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -29,6 +30,7 @@ from sam2ui.cli.batch_worker import (
     ManifestError,
     options_dict,
     read_manifest,
+    switch_policy,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,6 +185,38 @@ def test_cluster_plan() -> None:
     assert (plan.workers, plan.cpus, plan.gpus) == (8, 4, 0.5)
     with pytest.raises(ValueError, match="need 6 GPUs; the cluster has 4"):
         plan_cluster({"CPU": 32.0, "GPU": 4.0}, 3, 2)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no SCHED_BATCH here")
+def test_switch_policy_moves_only_from_the_named_policy() -> None:
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:  # in a thread of its own: the policy is a thread's
+        seen["start"] = os.sched_getscheduler(0)
+        seen["not from batch"] = switch_policy("SCHED_BATCH", "SCHED_OTHER")
+        seen["to batch"] = switch_policy("SCHED_OTHER", "SCHED_BATCH")
+        seen["at batch"] = os.sched_getscheduler(0)
+        child = threading.Thread(target=lambda: seen.update(child=os.sched_getscheduler(0)))
+        child.start()
+        child.join()
+        seen["unknown"] = switch_policy("SCHED_NONE", "SCHED_OTHER")
+        seen["back"] = switch_policy("SCHED_BATCH", "SCHED_OTHER")
+        seen["end"] = os.sched_getscheduler(0)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    if seen["start"] != os.SCHED_OTHER:
+        pytest.skip("the tests run at a scheduling policy other than the normal one")
+    assert seen["not from batch"] is False
+    assert (seen["to batch"], seen["at batch"], seen["child"]) == (
+        True,
+        os.SCHED_BATCH,
+        os.SCHED_BATCH,
+    )
+    assert seen["unknown"] is False
+    assert (seen["back"], seen["end"]) == (True, os.SCHED_OTHER)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the test's own thread untouched
 
 
 def test_without_ray_it_says_so(
@@ -433,6 +467,25 @@ def _ray_workers() -> list[int]:
     return pids
 
 
+def _threads(pid: int) -> dict[int, tuple[int, int]]:
+    """Each thread of the process ``pid``: (its scheduling policy, its CPU ticks so far)."""
+    threads = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            threads[int(task.name)] = (
+                os.sched_getscheduler(int(task.name)),
+                int(fields[11]) + int(fields[12]),
+            )
+        except OSError:  # the thread ended
+            continue
+    return threads
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
 _CLIPS = {"a": ("a.mp4", "one.json"), "b": ("b.mp4", "two.json"), "7": ("c", "one.json")}
 
 
@@ -466,6 +519,16 @@ def test_a_killed_worker_is_replaced(
         assert workers, log.read_text()
         # At the normal priority, not Ray's niceness 15 for workers (below its daemons).
         assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in workers} == {os.nice(0)}
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:
+            # The local cluster's processes at SCHED_BATCH, the tracking threads not.
+            for pid in workers:
+                threads = _threads(pid)
+                busiest = max(threads, key=lambda tid: threads[tid][1])
+                assert threads[busiest][0] == os.SCHED_OTHER, threads
+                assert os.SCHED_BATCH in {policy for policy, _ in threads.values()}, threads
+                raylet = _parent(pid)
+                assert Path(f"/proc/{raylet}/comm").read_text().strip() == "raylet"
+                assert os.sched_getscheduler(raylet) == os.SCHED_BATCH
         for pid in workers:
             os.kill(pid, signal.SIGKILL)  # in the middle of a video
         assert proc.wait(timeout=300) == 0, log.read_text()
