@@ -467,12 +467,17 @@ def _ray_workers() -> list[int]:
     return pids
 
 
+def _stat(path: str) -> list[str]:
+    """The fields of a /proc ``stat`` file after the command name (state, parent, ...)."""
+    return Path(path).read_text().rpartition(")")[2].split()
+
+
 def _threads(pid: int) -> dict[int, tuple[int, int]]:
     """Each thread of the process ``pid``: (its scheduling policy, its CPU ticks so far)."""
     threads = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            fields = _stat(f"{task}/stat")
             threads[int(task.name)] = (
                 os.sched_getscheduler(int(task.name)),
                 int(fields[11]) + int(fields[12]),
@@ -483,7 +488,7 @@ def _threads(pid: int) -> dict[int, tuple[int, int]]:
 
 
 def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    return int(_stat(f"/proc/{pid}/stat")[1])
 
 
 _CLIPS = {"a": ("a.mp4", "one.json"), "b": ("b.mp4", "two.json"), "7": ("c", "one.json")}
