@@ -15,7 +15,9 @@ input, timed interleaved in one process:
 
 Every output is compared with sam2ui float32 (max |Δ| of the embedding and of the two
 high-resolution maps), and every time is also given as achieved TFLOP/s: the encoder's
-multiply-adds counted once with ``torch.utils.flop_counter`` (two FLOPs each).
+multiply-adds counted once with ``torch.utils.flop_counter`` (two FLOPs each), beside the
+machine's limit: the rate of a large matrix product in the same precision, measured in the
+same run. A float32 peer whose outputs differ from sam2ui's is flagged: it did other work.
 
     pip install 'sam2ui[bench]'
     python benchmarks/bench_peers.py --repeats 5
@@ -62,6 +64,9 @@ OUTPUTS = ("image_embed", "high_res_0", "high_res_1")
 INSTALL_HINT = "pip install 'sam2ui[bench]'"
 # Target of issue 21: sam2ui's bfloat16 encoding at most this fraction of OpenVINO's bf16.
 BF16_VS_OPENVINO_TARGET = 0.8
+# A float32 peer whose outputs are further than this (relative to the embedding's largest
+# value) from sam2ui's float32 does other work than sam2ui: its time is flagged.
+FP32_SAME_WORK = 1e-3
 # Pause before each timed call, so that the previous runtime's worker threads, which spin a
 # while after their work (OpenMP, ONNX Runtime's pool, OpenVINO's TBB), are asleep again and
 # do not take cores from the next one.
@@ -234,6 +239,22 @@ def openvino_cases(
     return cases, notes
 
 
+def gemm_limit(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's practical limit for this precision, TFLOP/s: the best of ``repeats``
+    (n x n) @ (n x n) products through torch (oneDNN), a shape large enough to run at the
+    kernels' best rate. What an encoder made mostly of matrix products can approach."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            if i:  # the first one warms up
+                best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e12
+
+
 def time_interleaved(cases: list[Case], repeats: int) -> None:
     """Each case once per round after one warm-up round, the order rotating; milliseconds go
     to ``case.times_ms``."""
@@ -254,7 +275,11 @@ def max_abs_diffs(got: Outputs, expected: Outputs) -> list[float]:
 
 
 def report(
-    cases: list[Case], diffs: dict[str, list[float]], flops: int, embed_scale: float
+    cases: list[Case],
+    diffs: dict[str, list[float]],
+    flops: int,
+    embed_scale: float,
+    limits: dict[str, float],
 ) -> list[str]:
     """The table, then each case's runs and the target. Medians and minima both: on a shared
     machine the minimum is the run least disturbed by other work."""
@@ -289,6 +314,21 @@ def report(
         f"- runs (ms), {c.name} {c.precision}: {', '.join(f'{t:.0f}' for t in c.times_ms)}"
         for c in cases
     ]
+    for case in cases:
+        diff = diffs.get(case.name + case.precision)
+        if case.precision == "fp32" and diff and max(diff) > FP32_SAME_WORK * embed_scale:
+            lines.append(
+                f"- WARNING: {case.name} fp32 is {max(diff):.2g} away from sam2ui fp32: not "
+                "the same computation, so its time does not compare"
+            )
+    for precision, limit in limits.items():
+        if precision in ours:
+            rate = flops / ours[precision][0] / 1e9
+            lines.append(
+                f"- {precision} matrix-product limit of this machine (2048^3 torch.mm, best of "
+                f"5): {limit:.3f} TFLOP/s; sam2ui's median encoding runs at {rate / limit:.0%} "
+                "of it"
+            )
     openvino_bf16 = [
         stats[id(c)] for c in cases if c.name.startswith("OpenVINO") and c.precision == "bf16"
     ]
@@ -299,6 +339,12 @@ def report(
             f"- {verdict}: sam2ui bf16 <= {BF16_VS_OPENVINO_TARGET}x OpenVINO bf16 "
             f"(median {med:.2f}x; min {best:.2f}x)"
         )
+        if "bf16" in limits:
+            needed = flops / (BF16_VS_OPENVINO_TARGET * openvino_bf16[0][0]) / 1e9
+            lines.append(
+                f"  (the target's time is {needed:.3f} TFLOP/s, "
+                f"{needed / limits['bf16']:.0%} of the bf16 matrix-product limit)"
+            )
     return lines
 
 
@@ -402,12 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         elif not args.skip_reference:
             notes.append("reference: Meta's sam2 is not installed")
 
+        limits = {"fp32": gemm_limit(torch.float32), "bf16": gemm_limit(torch.bfloat16)}
         expected = cases[0].outputs()
         diffs = {c.name + c.precision: max_abs_diffs(c.outputs(), expected) for c in cases[1:]}
         time_interleaved(cases, args.repeats)
 
     print(f"### {args.variant}, 1024x1024 input, median of {args.repeats} after 1 warm-up\n")
-    print("\n".join(report(cases, diffs, flops, float(np.abs(expected[0]).max()))))
+    print("\n".join(report(cases, diffs, flops, float(np.abs(expected[0]).max()), limits)))
     print("\n".join(f"- {n}" for n in notes))
     return 0
 

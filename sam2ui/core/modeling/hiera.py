@@ -99,7 +99,14 @@ class MultiScaleAttention(nn.Module):
             q = q.reshape(b, h * w, self.num_heads, -1)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, tokens, head_dim)
         yield_point()
-        if q.shape[0] < 2 * _WINDOW_SLICES or torch.compiler.is_compiling():
+        # One call when there are few windows, or for a compiler or tracer: yield points mean
+        # nothing in a graph, and writes into slices of a buffer are what exporters get wrong
+        # (OpenVINO 2026.4 loses rows of unequal slices).
+        if (
+            q.shape[0] < 2 * _WINDOW_SLICES
+            or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()
+        ):
             out = attention(q, k, v).transpose(1, 2).reshape(b, h, w, -1)
             return self.proj(out)
         # Windowed blocks attend in hundreds of windows at once (a fifth of a second at the

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam2ui.core.modeling import hiera
+from sam2ui.core.compat import torch_ops
+from sam2ui.core.modeling import hiera, layers
 from sam2ui.core.modeling.attention import attention
 from sam2ui.core.modeling.config import HieraConfig
 from sam2ui.core.modeling.hiera import Hiera, _pool
@@ -99,3 +100,25 @@ def test_long_encoder_blocks_yield_inside_and_slicing_changes_nothing(
     q, k, v = (torch.randn(1, 2, 1100, 32, generator=gen) for _ in range(3))
     sites = _yield_sites(lambda: attention(q, k, v))
     assert sites["_blocked_attention"] == 2 * 3  # 2 heads x 3 blocks of up to 512 queries
+
+
+def test_a_traced_windowed_attention_is_one_call_without_slice_writes() -> None:
+    """Under a tracer (what ``torch.onnx`` and OpenVINO's converter read) the windowed
+    attention is one call over all windows: the eager path's writes into slices of a buffer
+    are what a converter can get wrong (OpenVINO 2026.4 lost rows when the slices were of
+    unequal length, 25 windows in 4 slices here: 7, 7, 7, 4)."""
+    torch.manual_seed(0)
+    attn = hiera.MultiScaleAttention(32, 32, num_heads=2, q_stride=None).eval()
+    x = torch.randn(25, 6, 6, 32)  # 25 windows: more than 2 * _WINDOW_SLICES, not a multiple
+    assert x.shape[0] >= 2 * hiera._WINDOW_SLICES and x.shape[0] % hiera._WINDOW_SLICES
+    previous = layers.set_onednn_linear(False)  # public operators only, as exporters need
+    try:
+        with torch.no_grad(), torch_ops.forced_fallback():
+            expected = attn(x)
+            graph = torch.jit.trace(attn, (x,), check_trace=False)
+    finally:
+        layers.set_onednn_linear(previous)
+    nodes = [node.kind() for node in graph.inlined_graph.nodes()]
+    assert "aten::copy_" not in nodes and "aten::slice" not in nodes
+    assert nodes.count("aten::scaled_dot_product_attention") <= 1
+    torch.testing.assert_close(graph(x), expected, rtol=0, atol=1e-6)
