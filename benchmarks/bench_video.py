@@ -8,7 +8,9 @@ or decord for mp4) and as an H.264 mp4 (read lazily by sam2ui).
 1. Propagation time per frame, with 1 and 3 objects (clicks on frame 0): reference float32,
    optionally reference bfloat16 (CPU autocast), sam2ui float32 and bfloat16. Each frame is
    timed as it is yielded; the median over the frames after the first ``--warmup`` ones (by
-   then the memory bank is full) is reported.
+   then the memory bank is full) is reported, and beside it the TFLOP/s it stands for: the
+   last frame's work counted once with ``torch.utils.flop_counter`` on sam2ui's public
+   operators (the reference's arithmetic; the fast CPU path does fewer), over each time.
 2. Peak RSS, each run in a fresh subprocess (``ru_maxrss`` / ``VmHWM``) so that peaks do not
    mix: sam2ui (bfloat16, 1 object) tracks the whole mp4 of each ``--rss-frames`` length; the
    reference, whose ``init_state`` loads every frame (about 12 MiB each at 1024), does
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # sam2ui, tests.reference_models, benchmarks.bench_image
@@ -174,6 +177,25 @@ def time_propagation(
     return times, last.float()
 
 
+def frame_gflops(predictor: Any, video: Path, prompts: list[dict[str, Any]], frames: int) -> float:
+    """GFLOPs of sam2ui's last tracked frame (``frames - 1``), counted on the public operators
+    (see ``benchmarks/bench_peers.py``), which do the reference's arithmetic: the work behind
+    the "TFLOP/s" row."""
+    from benchmarks.bench_peers import _cpu_sdpa_flops, public_path
+
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    with torch.inference_mode():
+        state = predictor.init_state(str(video))
+        prompt_all(predictor, state, prompts)
+        steps = iter(predictor.propagate_in_video(state, max_frame_num_to_track=frames - 1))
+        for _ in range(frames - 1):  # frames 0 .. frames - 2
+            next(steps)
+        with public_path(), counter:
+            next(steps)  # the last frame is computed here
+    return counter.get_total_flops() / 1e9
+
+
 def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> dict[str, Any]:
     cases: dict[str, tuple[Any, bool]] = {
         "ref_fp32": (load_reference(checkpoint, args.model_size), False),
@@ -197,11 +219,13 @@ def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> 
                 )
                 runs[name] += times[args.warmup :]
         ms = {name: statistics.median(v) for name, v in runs.items()}
+        gflops = frame_gflops(cases["sam2ui_fp32"][0], video, prompts, args.frames)
         ref, ours32, ours16 = last["ref_fp32"], last["sam2ui_fp32"], last["sam2ui_bf16"]
         out[str(num_objects)] = {
             "ms_per_frame": ms,
             "runs_ms": runs,
             "ratios": {name: ms[name] / ms["ref_fp32"] for name in ms},
+            "sam2ui_gflops_per_frame": gflops,
             "last_frame_fp32_max_abs_diff": float((ref - ours32).abs().max()),
             "last_frame_fp32_pixels_differing": int(((ref > 0) != (ours32 > 0)).sum()),
             # Flips where the reference logit is farther than UNDECIDED_BAND from the threshold
@@ -222,6 +246,8 @@ def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> 
 def per_frame_report(num_objects: int, r: dict[str, Any], args: argparse.Namespace) -> str:
     cols = ["ref_fp32", "ref_bf16", "sam2ui_fp32", "sam2ui_bf16"]
     ms, ratios = r["ms_per_frame"], r["ratios"]
+    gflops = r["sam2ui_gflops_per_frame"]
+    tflops = {name: gflops / v for name, v in ms.items()}  # GFLOP per ms = TFLOP/s
     return "\n".join(
         [
             f"### Propagation, {num_objects} object(s), {args.height}x{args.width} video, "
@@ -232,7 +258,13 @@ def per_frame_report(num_objects: int, r: dict[str, Any], args: argparse.Namespa
             "|---|---:|---:|---:|---:|",
             row("ms per frame", [ms.get(c) for c in cols], ".1f"),
             row("vs ref fp32", [ratios.get(c) for c in cols], ".2f"),
+            row("TFLOP/s (the frame's work / ms)", [tflops.get(c) for c in cols], ".3f"),
             "",
+            f"- the frame's work: {gflops:.1f} GFLOPs, sam2ui's last frame counted by "
+            "torch.utils.flop_counter on the public operators (a multiply-add counts two): the "
+            "reference's arithmetic, so its rate is real; sam2ui's fast CPU path does fewer "
+            "(memory attention reads its values at 64 dimensions, not 256), so its rate is an "
+            "effective one",
             f"- last frame, fp32 vs reference: logits max |Δ| "
             f"{r['last_frame_fp32_max_abs_diff']:.2e}, "
             f"{r['last_frame_fp32_pixels_differing']} of {r['last_frame_pixels']} mask pixels "
