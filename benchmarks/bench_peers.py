@@ -106,12 +106,18 @@ def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any)
     return int(sdpa_flop_count(query, key, value))
 
 
-def encoder_flops(model: SAM2Model, images: torch.Tensor) -> int:
-    """FLOPs of one encoding (a multiply-add counts two), counted on the public path; the
-    counter has no formula for the CPU's fused attention kernel, so one is given here."""
+@contextmanager
+def counting_flops() -> Iterator[FlopCounterMode]:
+    """The public path with a FLOP counter on (a multiply-add counts two); the counter has no
+    formula for the CPU's fused attention kernel, so one is given here."""
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with public_path(), torch.inference_mode(), counter:
+    with public_path(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        yield counter
+
+
+def encoder_flops(model: SAM2Model, images: torch.Tensor) -> int:
+    """FLOPs of one encoding, counted on the public path."""
+    with torch.inference_mode(), counting_flops() as counter:
         model.image_features(images)
     return int(counter.get_total_flops())
 

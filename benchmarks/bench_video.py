@@ -9,8 +9,9 @@ or decord for mp4) and as an H.264 mp4 (read lazily by sam2ui).
    optionally reference bfloat16 (CPU autocast), sam2ui float32 and bfloat16. Each frame is
    timed as it is yielded; the median over the frames after the first ``--warmup`` ones (by
    then the memory bank is full) is reported, and beside it the TFLOP/s it stands for: the
-   last frame's work counted once with ``torch.utils.flop_counter`` on sam2ui's public
-   operators (the reference's arithmetic; the fast CPU path does fewer), over each time.
+   work of one more frame, tracked untimed after sam2ui float32's first timing run, counted
+   with ``torch.utils.flop_counter`` on sam2ui's public operators (the reference's
+   arithmetic; the fast CPU path does fewer), over each time.
 2. Peak RSS, each run in a fresh subprocess (``ru_maxrss`` / ``VmHWM``) so that peaks do not
    mix: sam2ui (bfloat16, 1 object) tracks the whole mp4 of each ``--rss-frames`` length; the
    reference, whose ``init_state`` loads every frame (about 12 MiB each at 1024), does
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import resource
 import statistics
@@ -43,7 +45,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # sam2ui, tests.reference_models, benchmarks.bench_image
@@ -52,6 +53,7 @@ if importlib.util.find_spec("torchvision") is None:  # the reference imports a f
 
 import sam2ui  # noqa: E402
 from benchmarks.bench_image import command_line, cpu_model, row  # noqa: E402
+from benchmarks.bench_peers import counting_flops  # noqa: E402
 from sam2ui.core.loading.build import build_sam2  # noqa: E402
 from sam2ui.core.modeling.config import get_config  # noqa: E402
 from sam2ui.core.video.predictor import SAM2VideoPredictor  # noqa: E402
@@ -160,40 +162,35 @@ def prompt_all(predictor: Any, state: Any, prompts: list[dict[str, Any]]) -> tor
 
 
 def time_propagation(
-    predictor: Any, video: Path, prompts: list[dict[str, Any]], frames: int, autocast: bool
-) -> tuple[list[float], torch.Tensor]:
-    """Milliseconds of each tracked frame (frames 1..frames-1) and the last frame's logits."""
+    predictor: Any,
+    video: Path,
+    prompts: list[dict[str, Any]],
+    frames: int,
+    autocast: bool,
+    count: bool = False,
+) -> tuple[list[float], torch.Tensor, float | None]:
+    """Milliseconds of each tracked frame (frames 1..frames-1) and the last frame's logits;
+    with ``count``, also the GFLOPs of one more, untimed frame (``frames``: the video has it),
+    counted on sam2ui's public operators (``bench_peers.counting_flops``), which do the
+    reference's arithmetic: the work behind the "TFLOP/s" row."""
     context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)
     with torch.inference_mode(), context:
         state = predictor.init_state(str(video))
         prompt_all(predictor, state, prompts)
         times, last = [], torch.empty(0)
+        steps = predictor.propagate_in_video(state, max_frame_num_to_track=frames - 1 + count)
         start = time.perf_counter()
-        for t, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=frames - 1):
+        for t, _, masks in itertools.islice(steps, frames):  # frames 0 .. frames - 1
             now = time.perf_counter()
             if t > 0:  # frame 0 is the prompted frame (its memory is encoded first)
                 times.append((now - start) * 1e3)
             start, last = now, masks
-    return times, last.float()
-
-
-def frame_gflops(predictor: Any, video: Path, prompts: list[dict[str, Any]], frames: int) -> float:
-    """GFLOPs of sam2ui's last tracked frame (``frames - 1``), counted on the public operators
-    (see ``benchmarks/bench_peers.py``), which do the reference's arithmetic: the work behind
-    the "TFLOP/s" row."""
-    from benchmarks.bench_peers import _cpu_sdpa_flops, public_path
-
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
-    with torch.inference_mode():
-        state = predictor.init_state(str(video))
-        prompt_all(predictor, state, prompts)
-        steps = iter(predictor.propagate_in_video(state, max_frame_num_to_track=frames - 1))
-        for _ in range(frames - 1):  # frames 0 .. frames - 2
-            next(steps)
-        with public_path(), counter:
-            next(steps)  # the last frame is computed here
-    return counter.get_total_flops() / 1e9
+        gflops = None
+        if count:
+            with counting_flops() as counter:
+                next(steps)  # frame ``frames`` is computed here
+            gflops = counter.get_total_flops() / 1e9
+    return times, last.float(), gflops
 
 
 def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> dict[str, Any]:
@@ -210,16 +207,18 @@ def bench_per_frame(args: argparse.Namespace, checkpoint: Path, video: Path) -> 
         prompts = clicks(num_objects, h, w)
         runs: dict[str, list[float]] = {name: [] for name in cases}
         last: dict[str, torch.Tensor] = {}
+        gflops: float | None = None
         names = list(cases)
         for r in range(args.repeats):  # the order rotates between repeats
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 predictor, autocast = cases[name]
-                times, last[name] = time_propagation(
-                    predictor, video, prompts, args.frames, autocast
+                count = name == "sam2ui_fp32" and gflops is None
+                times, last[name], counted = time_propagation(
+                    predictor, video, prompts, args.frames, autocast, count
                 )
                 runs[name] += times[args.warmup :]
+                gflops = gflops if counted is None else counted
         ms = {name: statistics.median(v) for name, v in runs.items()}
-        gflops = frame_gflops(cases["sam2ui_fp32"][0], video, prompts, args.frames)
         ref, ours32, ours16 = last["ref_fp32"], last["sam2ui_fp32"], last["sam2ui_bf16"]
         out[str(num_objects)] = {
             "ms_per_frame": ms,
@@ -260,7 +259,7 @@ def per_frame_report(num_objects: int, r: dict[str, Any], args: argparse.Namespa
             row("vs ref fp32", [ratios.get(c) for c in cols], ".2f"),
             row("TFLOP/s (the frame's work / ms)", [tflops.get(c) for c in cols], ".3f"),
             "",
-            f"- the frame's work: {gflops:.1f} GFLOPs, sam2ui's last frame counted by "
+            f"- the frame's work: {gflops:.1f} GFLOPs, one frame past the timed ones counted by "
             "torch.utils.flop_counter on the public operators (a multiply-add counts two): the "
             "reference's arithmetic, so its rate is real; sam2ui's fast CPU path does fewer "
             "(memory attention reads its values at 64 dimensions, not 256), so its rate is an "
@@ -461,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         from tests.reference_models import make_meta_checkpoint
 
         checkpoint = make_meta_checkpoint(VARIANT, work / "weights")
-        timing_video = write_jpegs(work / "timing", args.frames, args.height, args.width)
+        # One frame more than the timed ones: sam2ui's work is counted on it, untimed.
+        timing_video = write_jpegs(work / "timing", args.frames + 1, args.height, args.width)
         per_frame = bench_per_frame(args, checkpoint, timing_video)
         memory = None
         if not args.skip_memory:
